@@ -1,0 +1,398 @@
+//! Command-line parsing and the commands. No logic a library user would need lives here: each
+//! command reads its inputs, calls the library, and prints.
+
+use anyhow::{bail, Context, Result};
+use archsmith::space::{CheckOptions, Diagnostic, Limits, Node, Shape, Space};
+use clap::{Args, Parser, Subcommand};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// archsmith: synthesise neural architectures and tensor programs with a language model in
+/// the loop.
+#[derive(Parser, Debug)]
+#[command(name = "archsmith", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List the built-in search spaces or show one.
+    #[command(subcommand)]
+    Space(SpaceCmd),
+    /// Draw random candidates from a space's grammar, one a line.
+    Sample(SampleArgs),
+    /// Check candidates against a space: syntax, grammar, shapes, limits.
+    Validate(ValidateArgs),
+    /// Mutate candidates: redraw one subtree of each, keeping it valid.
+    Mutate(MutateArgs),
+    /// Cross two candidates: replace a subtree of the first by a compatible one of the second.
+    Crossover(CrossoverArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SpaceCmd {
+    /// The built-in spaces, with their descriptions.
+    List,
+    /// A space's grammar, its operations and their shape rules, in words.
+    Show {
+        /// A built-in space name or a path to a .grammar file or space folder.
+        name: String,
+        /// Print the grammar file as written instead.
+        #[arg(long)]
+        source: bool,
+    },
+}
+
+/// Which space and input every candidate command needs.
+#[derive(Args, Debug)]
+pub struct SpaceArgs {
+    /// A built-in space (einspace, nb201, mlp) or a path to a .grammar file or space folder.
+    #[arg(long, default_value = "einspace")]
+    pub space: String,
+    /// The input shape after the batch dimension, e.g. 3x32x32, 64x16 or 784.
+    #[arg(long, default_value = "3x32x32")]
+    pub input: Shape,
+    /// Number of classes of the task, to count the head's parameters.
+    #[arg(long)]
+    pub classes: Option<u64>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct LimitArgs {
+    /// Largest number of parameters a valid candidate may have.
+    #[arg(long, default_value_t = Limits::default().max_params)]
+    pub max_params: u64,
+    /// Largest forward FLOPs for one example.
+    #[arg(long, default_value_t = Limits::default().max_flops)]
+    pub max_flops: u64,
+    /// Largest activation memory for one example, in MiB.
+    #[arg(long, default_value_t = Limits::default().max_activation_bytes >> 20)]
+    pub max_activation_mb: u64,
+}
+
+impl SpaceArgs {
+    fn options(&self) -> CheckOptions {
+        CheckOptions {
+            limits: Limits {
+                max_params: self.limits.max_params,
+                max_flops: self.limits.max_flops,
+                max_activation_bytes: self.limits.max_activation_mb.saturating_mul(1 << 20),
+            },
+            classes: self.classes,
+            infos: false,
+        }
+    }
+
+    fn load(&self) -> Result<Space> {
+        Ok(Space::load(&self.space)?)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct SampleArgs {
+    #[command(flatten)]
+    pub space: SpaceArgs,
+    /// How many candidates to draw.
+    #[arg(short = 'n', long, default_value_t = 1)]
+    pub count: usize,
+    /// Random seed; the same seed gives the same candidates.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub space: SpaceArgs,
+    /// A file of candidates (one a line, or several lines with `let` macros), or - for stdin.
+    #[arg(default_value = "-")]
+    pub file: String,
+    /// Print one JSON object a candidate instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct MutateArgs {
+    #[command(flatten)]
+    pub space: SpaceArgs,
+    /// Candidates to mutate (a file, or - for stdin).
+    #[arg(default_value = "-")]
+    pub file: String,
+    /// Children to print for each candidate.
+    #[arg(short = 'n', long, default_value_t = 1)]
+    pub count: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct CrossoverArgs {
+    #[command(flatten)]
+    pub space: SpaceArgs,
+    /// The first parent's text (or @FILE).
+    pub first: String,
+    /// The second parent's text (or @FILE).
+    pub second: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Runs the command line; `Ok` carries the exit code of a command that ran to its end.
+pub fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Space(SpaceCmd::List) => {
+            let mut out = std::io::stdout().lock();
+            for name in Space::builtin_names() {
+                let s = Space::load(name)?;
+                writeln!(
+                    out,
+                    "{name:<10} {} ({} seeds)",
+                    s.grammar.description,
+                    s.seeds.len()
+                )?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Space(SpaceCmd::Show { name, source }) => {
+            let s = Space::load(&name)?;
+            if source {
+                print!("{}", s.grammar.source);
+            } else {
+                print!("{}", s.describe());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sample(a) => sample(a),
+        Command::Validate(a) => validate(a),
+        Command::Mutate(a) => mutate(a),
+        Command::Crossover(a) => crossover(a),
+    }
+}
+
+fn read_input(file: &str) -> Result<String> {
+    let mut bytes = Vec::new();
+    if file == "-" {
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("cannot read candidates from standard input")?;
+    } else {
+        let path = PathBuf::from(file);
+        bytes = std::fs::read(&path)
+            .with_context(|| format!("cannot read candidates from {}", path.display()))?;
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not UTF-8 text (invalid byte at offset {})",
+            if file == "-" { "standard input" } else { file },
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+fn sample(a: SampleArgs) -> Result<ExitCode> {
+    let space = a.space.load()?;
+    let opts = a.space.options();
+    let sampler = space.sampler();
+    let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for _ in 0..a.count {
+        let (node, _) = space.sample_with(&sampler, a.space.input, &opts, &mut rng)?;
+        writeln!(out, "{node}")?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `1.23M`-style numbers for FLOPs and bytes.
+pub fn si(x: u64) -> String {
+    let f = x as f64;
+    for (div, unit) in [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")] {
+        if f >= div {
+            return format!("{:.2}{unit}", f / div);
+        }
+    }
+    x.to_string()
+}
+
+fn print_diag(out: &mut impl Write, d: &Diagnostic, src: &str) -> std::io::Result<()> {
+    write!(out, "  - {d}")?;
+    if let Some(span) = d.span {
+        if d.stage != archsmith::space::Stage::Syntax {
+            let (l, c) = span.line_col(src);
+            write!(out, " [line {l}, column {c}]")?;
+        }
+    }
+    writeln!(out)
+}
+
+fn validate(a: ValidateArgs) -> Result<ExitCode> {
+    let space = a.space.load()?;
+    let src = read_input(&a.file)?;
+    let opts = a.space.options();
+    let results = space.validate_source(&src, a.space.input, &opts);
+    if results.is_empty() {
+        bail!(
+            "no candidates found in {} (it is empty or holds only comments and let definitions)",
+            if a.file == "-" {
+                "standard input"
+            } else {
+                &a.file
+            }
+        );
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut all_ok = true;
+    for (i, (parsed, r)) in results.iter().enumerate() {
+        if a.json {
+            let v = match r {
+                Ok((node, an)) => serde_json::json!({
+                    "index": i + 1,
+                    "valid": true,
+                    "candidate": node.to_string(),
+                    "hash": node.hash_hex(),
+                    "analysis": an,
+                }),
+                Err(diags) => serde_json::json!({
+                    "index": i + 1,
+                    "valid": false,
+                    "text": parsed.text,
+                    "errors": diags.iter().map(|d| {
+                        let mut v = serde_json::to_value(d).unwrap_or_default();
+                        if let (Some(span), Some(obj)) = (d.span, v.as_object_mut()) {
+                            let (l, c) = span.line_col(&src);
+                            obj.insert("line".into(), l.into());
+                            obj.insert("column".into(), c.into());
+                        }
+                        v
+                    }).collect::<Vec<_>>(),
+                }),
+            };
+            writeln!(out, "{v}")?;
+            all_ok &= r.is_ok();
+            continue;
+        }
+        match r {
+            Ok((node, an)) => {
+                let head = an
+                    .head_params
+                    .map(|h| format!(" (+{h} head)"))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "[{}] ok  params {}{head}  FLOPs {}  output {} ({})  activations {}B  hash {}",
+                    i + 1,
+                    an.params,
+                    si(an.flops),
+                    an.output,
+                    an.output.mode().name(),
+                    si(an.activation_bytes),
+                    node.hash_hex()
+                )?;
+                writeln!(out, "    {node}")?;
+            }
+            Err(diags) => {
+                all_ok = false;
+                let (l, _) = parsed.span.line_col(&src);
+                writeln!(
+                    out,
+                    "[{}] invalid ({} error{}), line {l}",
+                    i + 1,
+                    diags.len(),
+                    if diags.len() == 1 { "" } else { "s" }
+                )?;
+                writeln!(
+                    out,
+                    "    {}",
+                    archsmith::space::node::abbreviate(&parsed.text.replace('\n', " "), 160)
+                )?;
+                for d in diags {
+                    print_diag(&mut out, d, &src)?;
+                }
+            }
+        }
+    }
+    out.flush()?;
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Parses every candidate of a source and validates it, or fails naming the first bad one.
+fn valid_parents(space: &Space, src: &str, a: &SpaceArgs) -> Result<Vec<Node>> {
+    let opts = a.options();
+    let mut parents = Vec::new();
+    for (i, (parsed, r)) in space
+        .validate_source(src, a.input, &opts)
+        .into_iter()
+        .enumerate()
+    {
+        match r {
+            Ok((node, _)) => parents.push(node),
+            Err(diags) => bail!(
+                "candidate {} is invalid, so it cannot be a parent: {}\n{}",
+                i + 1,
+                archsmith::space::node::abbreviate(&parsed.text, 120),
+                diags
+                    .iter()
+                    .map(|d| format!("  - {d}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+        }
+    }
+    if parents.is_empty() {
+        bail!("no candidates found in the input");
+    }
+    Ok(parents)
+}
+
+fn mutate(a: MutateArgs) -> Result<ExitCode> {
+    let space = a.space.load()?;
+    let src = read_input(&a.file)?;
+    let parents = valid_parents(&space, &src, &a.space)?;
+    let opts = a.space.options();
+    let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for p in &parents {
+        for _ in 0..a.count {
+            let child = space.mutate(p, a.space.input, &opts, &mut rng)?;
+            writeln!(out, "{child}")?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn text_arg(s: &str) -> Result<String> {
+    match s.strip_prefix('@') {
+        Some(path) => read_input(path),
+        None => Ok(s.to_string()),
+    }
+}
+
+fn crossover(a: CrossoverArgs) -> Result<ExitCode> {
+    let space = a.space.load()?;
+    let first = valid_parents(&space, &text_arg(&a.first)?, &a.space)?;
+    let second = valid_parents(&space, &text_arg(&a.second)?, &a.space)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
+    let child = space.crossover(
+        &first[0],
+        &second[0],
+        a.space.input,
+        &a.space.options(),
+        &mut rng,
+    )?;
+    println!("{child}");
+    Ok(ExitCode::SUCCESS)
+}
