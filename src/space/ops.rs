@@ -246,8 +246,31 @@ pub struct RuleError {
     pub rule: &'static str,
 }
 
-fn fail<T>(rule: &'static str, message: String) -> Result<T, RuleError> {
-    Err(RuleError { message, rule })
+/// Builds the error of a broken rule. Rules report through a function taking lazy
+/// `fmt::Arguments`, so that callers that only ask "does it fit?" (the sampler) never format.
+pub fn rule_error(rule: &'static str, message: fmt::Arguments<'_>) -> RuleError {
+    RuleError {
+        message: message.to_string(),
+        rule,
+    }
+}
+
+/// Discards a broken rule's details (for fit checks).
+pub fn no_detail(_: &'static str, _: fmt::Arguments<'_>) {}
+
+/// Shapes listed for messages, formatted only when shown.
+struct ShapeList<'a>(&'a [Shape]);
+
+impl fmt::Display for ShapeList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, s) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{s}")?;
+        }
+        Ok(())
+    }
 }
 
 impl Op {
@@ -308,23 +331,33 @@ impl Op {
 
     /// The shape a unary operation produces from `x`.
     pub fn apply(&self, x: Shape, ctx: &Ctx) -> Result<Shape, RuleError> {
+        self.apply_with(x, ctx, rule_error)
+    }
+
+    /// [`Op::apply`] reporting a broken rule through `fail`.
+    pub fn apply_with<E>(
+        &self,
+        x: Shape,
+        ctx: &Ctx,
+        fail: impl FnOnce(&'static str, fmt::Arguments<'_>) -> E,
+    ) -> Result<Shape, E> {
         let mode = x.mode();
         match *self {
             Op::Identity | Op::LeakyRelu | Op::Softmax | Op::Relu | Op::Gelu | Op::Tanh => Ok(x),
             Op::Silu | Op::Sigmoid | Op::Norm => Ok(x),
             Op::Linear(d) => Ok(x.with_last(d as u64)),
             Op::PosEnc => match mode {
-                Mode::Vec => fail(
+                Mode::Vec => Err(fail(
                     "pos_enc needs positions: a col or im tensor",
-                    format!("cannot add a positional encoding to a plain vector of {x}"),
-                ),
+                    format_args!("cannot add a positional encoding to a plain vector of {x}"),
+                )),
                 _ => Ok(x),
             },
             Op::BatchNorm => match mode {
-                Mode::Col => fail(
+                Mode::Col => Err(fail(
                     "batchnorm applies to vec or im tensors",
-                    format!("batchnorm got a col tensor {x}; use norm for sequences"),
-                ),
+                    format_args!("batchnorm got a col tensor {x}; use norm for sequences"),
+                )),
                 _ => Ok(x),
             },
             Op::Permute(p) => {
@@ -335,7 +368,7 @@ impl Op {
                     } else {
                         "4-d permutations apply to im tensors (CxHxW) only"
                     };
-                    return fail(rule, format!("got a {} tensor {x}", mode.name()));
+                    return Err(fail(rule, format_args!("got a {} tensor {x}", mode.name())));
                 }
                 let d = x.dims();
                 let v: Vec<u64> = p.order().iter().map(|&i| d[i]).collect();
@@ -343,18 +376,18 @@ impl Op {
             }
             Op::Im2Col { k, s, p } => {
                 if mode != Mode::Im {
-                    return fail(
+                    return Err(fail(
                         "im2col needs an im tensor (CxHxW)",
-                        format!("got a {} tensor {x}", mode.name()),
-                    );
+                        format_args!("got a {} tensor {x}", mode.name()),
+                    ));
                 }
                 let (c, h, w) = (x.dims()[0], x.dims()[1], x.dims()[2]);
                 let (k, s, p) = (k as u64, s as u64, p as u64);
                 if h + 2 * p < k || w + 2 * p < k {
-                    return fail(
+                    return Err(fail(
                         "im2col's kernel must fit the padded image",
-                        format!("a {k}x{k} kernel does not fit {h}x{w} with padding {p}"),
-                    );
+                        format_args!("a {k}x{k} kernel does not fit {h}x{w} with padding {p}"),
+                    ));
                 }
                 let ho = (h + 2 * p - k) / s + 1;
                 let wo = (w + 2 * p - k) / s + 1;
@@ -362,32 +395,32 @@ impl Op {
             }
             Op::Col2Im => {
                 if mode != Mode::Col {
-                    return fail(
+                    return Err(fail(
                         "col2im needs a col tensor (LxD)",
-                        format!("got a {} tensor {x}", mode.name()),
-                    );
+                        format_args!("got a {} tensor {x}", mode.name()),
+                    ));
                 }
                 let Some((h, w)) = ctx.fold else {
-                    return fail(
+                    return Err(fail(
                         "col2im folds to the H'xW' of the nearest enclosing im2col",
-                        "there is no enclosing im2col to take the image size from".to_string(),
-                    );
+                        format_args!("there is no enclosing im2col to take the image size from"),
+                    ));
                 };
                 let (l, d) = (x.dims()[0], x.dims()[1]);
                 if l != h * w {
-                    return fail(
+                    return Err(fail(
                         "col2im needs L = H'*W' of the enclosing im2col",
-                        format!("{l} positions cannot fold to {h}x{w}"),
-                    );
+                        format_args!("{l} positions cannot fold to {h}x{w}"),
+                    ));
                 }
                 Ok(Shape::im(d, h, w))
             }
             Op::Zero | Op::SkipConnect | Op::NorConv(_) | Op::AvgPool3 => {
                 if mode != Mode::Im {
-                    return fail(
+                    return Err(fail(
                         "NAS-Bench-201 edge operations apply to im tensors",
-                        format!("got a {} tensor {x}", mode.name()),
-                    );
+                        format_args!("got a {} tensor {x}", mode.name()),
+                    ));
                 }
                 Ok(x)
             }
@@ -396,112 +429,125 @@ impl Op {
             | Op::DotProduct
             | Op::ScaledDotProduct
             | Op::Add
-            | Op::Cat { .. } => fail(
+            | Op::Cat { .. } => Err(fail(
                 "branching and aggregation operations stand only in branch(...)",
-                format!("{} is not a one-input operation", self.name()),
-            ),
+                format_args!("{} is not a one-input operation", self.name()),
+            )),
         }
     }
 
     /// How many tensors a branching operation makes from `x`, and their shape.
     pub fn split(&self, x: Shape) -> Result<(usize, Shape), RuleError> {
+        self.split_with(x, rule_error)
+    }
+
+    /// [`Op::split`] reporting a broken rule through `fail`.
+    pub fn split_with<E>(
+        &self,
+        x: Shape,
+        fail: impl FnOnce(&'static str, fmt::Arguments<'_>) -> E,
+    ) -> Result<(usize, Shape), E> {
         match *self {
             Op::Clone(k) => Ok((k as usize, x)),
             Op::Group { k, dim } => {
                 let Some(n) = x.dim(dim as usize) else {
-                    return fail(
+                    return Err(fail(
                         "group's dim must exist: 1..2 for col tensors, 1..3 for im tensors",
-                        format!("a {} tensor {x} has no dimension {dim}", x.mode().name()),
-                    );
+                        format_args!("a {} tensor {x} has no dimension {dim}", x.mode().name()),
+                    ));
                 };
                 if n % k as u64 != 0 {
-                    return fail(
+                    return Err(fail(
                         "group(k, dim) needs that dimension divisible by k",
-                        format!("dimension {dim} of {x} is {n}, not divisible by {k}"),
-                    );
+                        format_args!("dimension {dim} of {x} is {n}, not divisible by {k}"),
+                    ));
                 }
                 Ok((k as usize, x.with_dim(dim as usize, n / k as u64)))
             }
-            _ => fail(
+            _ => Err(fail(
                 "the first part of branch(...) must be a branching operation",
-                format!("{} does not branch", self.name()),
-            ),
+                format_args!("{} does not branch", self.name()),
+            )),
         }
     }
 
     /// The shape an aggregation operation makes from the branch outputs `xs`.
     pub fn merge(&self, xs: &[Shape]) -> Result<Shape, RuleError> {
-        let shapes = || {
-            xs.iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        self.merge_with(xs, rule_error)
+    }
+
+    /// [`Op::merge`] reporting a broken rule through `fail`.
+    pub fn merge_with<E>(
+        &self,
+        xs: &[Shape],
+        fail: impl FnOnce(&'static str, fmt::Arguments<'_>) -> E,
+    ) -> Result<Shape, E> {
+        let shapes = ShapeList(xs);
         match *self {
             Op::DotProduct | Op::ScaledDotProduct => {
                 if xs.len() != 2 {
-                    return fail(
+                    return Err(fail(
                         "dot_product multiplies exactly two tensors",
-                        format!("got {} branches", xs.len()),
-                    );
+                        format_args!("got {} branches", xs.len()),
+                    ));
                 }
                 let (a, b) = (xs[0], xs[1]);
                 if a.rank() != b.rank() || a.rank() < 2 {
-                    return fail(
+                    return Err(fail(
                         "dot_product needs two col or two im tensors",
-                        format!("cannot multiply {a} by {b}"),
-                    );
+                        format_args!("cannot multiply {a} by {b}"),
+                    ));
                 }
                 let r = a.rank();
                 let (ad, bd) = (a.dims(), b.dims());
                 if ad[..r - 2] != bd[..r - 2] || ad[r - 1] != bd[r - 2] {
-                    return fail(
+                    return Err(fail(
                         "dot_product needs a's last dimension = b's second-to-last, leading dimensions equal",
-                        format!("cannot multiply {a} by {b}"),
-                    );
+                        format_args!("cannot multiply {a} by {b}"),
+                    ));
                 }
                 Ok(a.with_last(bd[r - 1]))
             }
             Op::Add => {
                 if xs.windows(2).any(|w| w[0] != w[1]) {
-                    return fail(
+                    return Err(fail(
                         "add needs identical shapes",
-                        format!("cannot add {}", shapes()),
-                    );
+                        format_args!("cannot add {shapes}"),
+                    ));
                 }
                 Ok(xs[0])
             }
             Op::Cat { dim, k } => {
                 if xs.len() != k as usize {
-                    return fail(
+                    return Err(fail(
                         "cat(dim, k) joins exactly k branches",
-                        format!("cat(.., {k}) got {} branches", xs.len()),
-                    );
+                        format_args!("cat(.., {k}) got {} branches", xs.len()),
+                    ));
                 }
                 let d = dim as usize;
                 let first = xs[0];
                 if first.dim(d).is_none() {
-                    return fail(
+                    return Err(fail(
                         "cat's dim must exist in its inputs",
-                        format!("{first} has no dimension {dim}"),
-                    );
+                        format_args!("{first} has no dimension {dim}"),
+                    ));
                 }
                 let mut total = 0;
                 for s in xs {
                     if s.rank() != first.rank() || s.with_dim(d, 1) != first.with_dim(d, 1) {
-                        return fail(
+                        return Err(fail(
                             "cat needs all dimensions but dim equal",
-                            format!("cannot concatenate {} along dimension {dim}", shapes()),
-                        );
+                            format_args!("cannot concatenate {shapes} along dimension {dim}"),
+                        ));
                     }
                     total += s.dims()[d - 1];
                 }
                 Ok(first.with_dim(d, total))
             }
-            _ => fail(
+            _ => Err(fail(
                 "the last part of branch(...) must be an aggregation operation",
-                format!("{} does not aggregate", self.name()),
-            ),
+                format_args!("{} does not aggregate", self.name()),
+            )),
         }
     }
 

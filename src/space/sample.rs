@@ -6,9 +6,10 @@
 
 use super::grammar::{Body, Grammar, SymId};
 use super::node::{Form, Node};
-use super::ops::{Ctx, Kind, Op};
+use super::ops::{no_detail, Ctx, Kind, Op};
 use super::shape::{Mode, Shape};
 use rand::Rng;
+use smallvec::SmallVec;
 
 /// What the caller needs from a symbol: a module on a shape, a branching of a shape, or an
 /// aggregation of branch outputs.
@@ -39,7 +40,7 @@ pub struct SampleSettings {
 impl Default for SampleSettings {
     fn default() -> Self {
         SampleSettings {
-            max_nodes: 2_000,
+            max_nodes: 1_000,
             retries: 3,
         }
     }
@@ -131,7 +132,7 @@ impl<'g> Sampler<'g> {
         let at_max = depth >= g.max_depth;
         let under_min = depth < g.min_depth;
         // Options open at this depth and fitting the input, with their weights.
-        let mut open: Vec<(usize, f64)> = Vec::with_capacity(alts.len());
+        let mut open: SmallVec<[(usize, f64, Option<Got>); 24]> = SmallVec::new();
         let any_form_open = under_min
             && alts.iter().any(|a| match &a.body {
                 Body::Form(..) => true,
@@ -139,8 +140,16 @@ impl<'g> Sampler<'g> {
                 Body::Op(_) => false,
             });
         for (i, a) in alts.iter().enumerate() {
+            let mut got = None;
             let ok = match &a.body {
-                Body::Op(op) => !any_form_open && fits(op, want, &ctx),
+                Body::Op(op) => {
+                    got = if any_form_open {
+                        None
+                    } else {
+                        apply(op, want, &ctx)
+                    };
+                    got.is_some()
+                }
                 Body::Ref(t) => {
                     if at_max {
                         self.leafy[*t]
@@ -155,7 +164,7 @@ impl<'g> Sampler<'g> {
                 }
             };
             if ok {
-                open.push((i, a.weight));
+                open.push((i, a.weight, got));
             }
         }
         while !open.is_empty() {
@@ -169,11 +178,11 @@ impl<'g> Sampler<'g> {
                 }
                 pick -= o.1;
             }
-            let (ai, _) = open.swap_remove(k);
+            let (ai, _, op_got) = open.swap_remove(k);
             let got = match &alts[ai].body {
                 Body::Op(op) => {
                     d.nodes += 1;
-                    apply(op, want, &ctx).map(|g| (Node::Op(*op), g))
+                    op_got.map(|g| (Node::Op(*op), g))
                 }
                 Body::Ref(t) => self.sym(d, *t, want, ctx, depth),
                 Body::Form(f, slots) => {
@@ -335,15 +344,15 @@ fn form_may_fit(f: Form, want: Want<'_>) -> bool {
     }
 }
 
-fn fits(op: &Op, want: Want<'_>, ctx: &Ctx) -> bool {
-    apply(op, want, ctx).is_some()
-}
-
+/// What an operation gives for `want`, if its rule holds; never formats a message.
 fn apply(op: &Op, want: Want<'_>, ctx: &Ctx) -> Option<Got> {
     match (op.kind(), want) {
-        (Kind::Unary, Want::Unary(x)) => op.apply(x, ctx).ok().map(Got::Shape),
-        (Kind::Split, Want::Split(x)) => op.split(x).ok().map(|(k, s)| Got::Parts(k, s)),
-        (Kind::Merge, Want::Merge(xs)) => op.merge(xs).ok().map(Got::Shape),
+        (Kind::Unary, Want::Unary(x)) => op.apply_with(x, ctx, no_detail).ok().map(Got::Shape),
+        (Kind::Split, Want::Split(x)) => op
+            .split_with(x, no_detail)
+            .ok()
+            .map(|(k, s)| Got::Parts(k, s)),
+        (Kind::Merge, Want::Merge(xs)) => op.merge_with(xs, no_detail).ok().map(Got::Shape),
         _ => None,
     }
 }
