@@ -1,1 +1,3 @@
 //! archsmith
+
+pub mod llm;
