@@ -279,6 +279,12 @@ impl LlmConfig {
             }
         }
         if let Some(url) = &self.base_url {
+            if redact_url(url) != *url {
+                return bad(format!(
+                    "`base_url` = {} holds credentials; put the key in the environment variable named by `api_key_env` instead",
+                    redact_url(url)
+                ));
+            }
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return bad(format!(
                     "`base_url` = {} must start with http:// or https://",

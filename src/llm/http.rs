@@ -1,6 +1,7 @@
 //! The HTTP transport shared by the network providers: one reqwest client, a concurrency
 //! limit, the retry loop, and the mapping of HTTP failures to [`LlmError`]s with hints.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use super::retry::{parse_retry_after, Backoff};
 use super::secret::{excerpt, redact_url, scrub, ApiKey};
 
 /// Everything a network provider needs besides its wire format.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpSettings {
     /// Without trailing slash; may not hold credentials worth hiding, but is shown redacted.
     pub base_url: String,
@@ -25,6 +26,19 @@ pub struct HttpSettings {
     pub timeout: Duration,
     pub concurrency: usize,
     pub retry: RetryConfig,
+}
+
+impl fmt::Debug for HttpSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpSettings")
+            .field("base_url", &redact_url(&self.base_url))
+            .field("key", &self.key)
+            .field("key_env", &self.key_env)
+            .field("timeout", &self.timeout)
+            .field("concurrency", &self.concurrency)
+            .field("retry", &self.retry)
+            .finish()
+    }
 }
 
 impl HttpSettings {
@@ -84,6 +98,13 @@ impl HttpCore {
         settings: HttpSettings,
         headers: HeaderMap,
     ) -> Result<Self, LlmError> {
+        if redact_url(&settings.base_url) != settings.base_url {
+            // Credentials in the URL would travel into logs and error messages with it.
+            return Err(LlmError::Config(format!(
+                "{provider}: the base URL {} holds credentials; pass the key through an environment variable instead",
+                redact_url(&settings.base_url)
+            )));
+        }
         if settings.concurrency == 0 {
             return Err(LlmError::Config("`concurrency` must be at least 1".into()));
         }
@@ -191,7 +212,19 @@ impl HttpCore {
         let retry_after = parse_retry_after(resp.headers());
         let bytes = resp.bytes().await.map_err(|e| self.transport_error(e))?;
         if status.is_success() {
-            return parse(&bytes);
+            // Parse errors quote the body, which may echo what was sent.
+            return parse(&bytes).map_err(|e| match e {
+                LlmError::Malformed {
+                    provider,
+                    reason,
+                    excerpt,
+                } => LlmError::Malformed {
+                    provider,
+                    reason: scrub(self.key(), &reason),
+                    excerpt: scrub(self.key(), &excerpt),
+                },
+                other => other,
+            });
         }
         let message = scrub(self.key(), &error_message(&bytes));
         Err(self.classify(status, message, retry_after, model))
