@@ -2,6 +2,8 @@
 //! in the loop.
 //!
 //! The library is organised as the loop's data flows: [`space`] (what a candidate may be:
-//! grammars, the candidate notation, validation, sampling, mutation).
+//! grammars, the candidate notation, validation, sampling, mutation) and [`llm`] (model
+//! providers, prompts, reply parsing, recorded exchanges that replay).
 
+pub mod llm;
 pub mod space;

@@ -1,0 +1,188 @@
+//! The errors of the language-model layer.
+//!
+//! Every message names the provider (or the replay step) and, where one is likely, the fix.
+//! None of them ever holds an API key: server text passes through [`crate::llm::ApiKey::scrub`]
+//! before it gets here.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which budget cap ended the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetLimit {
+    Calls,
+    Tokens,
+    Dollars,
+}
+
+impl fmt::Display for BudgetLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Calls => "calls",
+            Self::Tokens => "tokens",
+            Self::Dollars => "USD",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LlmError {
+    #[error("{provider}: environment variable {var} is not set (or is empty); it should hold the API key")]
+    MissingApiKey { provider: String, var: String },
+
+    #[error("{provider}: the server refused the credentials (HTTP {status}): {message}; {hint}")]
+    Auth {
+        provider: String,
+        status: u16,
+        message: String,
+        hint: String,
+    },
+
+    #[error("{provider}: the server rejected the request (HTTP {status}): {message}; {hint}")]
+    Rejected {
+        provider: String,
+        status: u16,
+        message: String,
+        hint: String,
+    },
+
+    /// 408, 429 and 5xx: worth another try.
+    #[error("{provider}: HTTP {status}: {message}")]
+    Status {
+        provider: String,
+        status: u16,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+
+    #[error("{provider}: connection to {url} failed: {message}")]
+    Connection {
+        provider: String,
+        url: String,
+        message: String,
+    },
+
+    #[error("{provider}: no complete response within the request timeout of {timeout:?}")]
+    Timeout { provider: String, timeout: Duration },
+
+    #[error("{provider}: malformed response: {reason}; the body begins: {excerpt}")]
+    Malformed {
+        provider: String,
+        reason: String,
+        excerpt: String,
+    },
+
+    #[error("{provider}: the response held no choices")]
+    EmptyChoices { provider: String },
+
+    #[error("{provider}: gave up after {attempts} attempts; the last error was: {last}")]
+    RetriesExhausted {
+        provider: String,
+        attempts: u32,
+        #[source]
+        last: Box<LlmError>,
+    },
+
+    /// A cap from the budget was reached before the call; the run should end cleanly.
+    #[error("budget exhausted: the {limit} cap of {cap} is reached ({used} used)")]
+    BudgetExhausted {
+        limit: BudgetLimit,
+        used: f64,
+        cap: f64,
+    },
+
+    /// Replay found no recorded reply for a request. `detail` shows the request and the
+    /// nearest recorded one, as pretty JSON and a unified diff.
+    #[error("replay: no recorded reply for step {step} (request {hash}){detail}")]
+    ReplayMiss {
+        step: String,
+        hash: String,
+        detail: String,
+    },
+
+    /// The recorded call failed, so replay fails it again the same way.
+    #[error("replay: step {step}: the recorded call failed ({kind}): {message}")]
+    ReplayedFailure {
+        step: String,
+        kind: String,
+        message: String,
+    },
+
+    #[error("{}: line {line}: {message}", path.display())]
+    RecordFormat {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("mock provider: no scripted reply left for step {step}")]
+    MockExhausted { step: String },
+
+    #[error("invalid language-model config: {0}")]
+    Config(String),
+}
+
+impl LlmError {
+    /// Whether another attempt might succeed. Malformed bodies and empty choice lists count,
+    /// but the retry loop allows them only a few tries of their own (see `RetryConfig`).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Status { .. }
+                | Self::Connection { .. }
+                | Self::Timeout { .. }
+                | Self::Malformed { .. }
+                | Self::EmptyChoices { .. }
+        )
+    }
+
+    /// Whether the error is about the shape of a 200 reply rather than the transport.
+    pub(crate) fn is_bad_body(&self) -> bool {
+        matches!(self, Self::Malformed { .. } | Self::EmptyChoices { .. })
+    }
+
+    /// HTTP attempts made before this error was returned.
+    pub fn attempts(&self) -> u32 {
+        match self {
+            Self::RetriesExhausted { attempts, .. } => *attempts,
+            Self::BudgetExhausted { .. }
+            | Self::MissingApiKey { .. }
+            | Self::Config(_)
+            | Self::ReplayMiss { .. }
+            | Self::MockExhausted { .. } => 0,
+            _ => 1,
+        }
+    }
+
+    /// A short stable name, written into `llm.jsonl` next to the message.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::MissingApiKey { .. } => "missing_api_key",
+            Self::Auth { .. } => "auth",
+            Self::Rejected { .. } => "rejected",
+            Self::Status { .. } => "status",
+            Self::Connection { .. } => "connection",
+            Self::Timeout { .. } => "timeout",
+            Self::Malformed { .. } => "malformed",
+            Self::EmptyChoices { .. } => "empty_choices",
+            Self::RetriesExhausted { .. } => "retries_exhausted",
+            Self::BudgetExhausted { .. } => "budget_exhausted",
+            Self::ReplayMiss { .. } => "replay_miss",
+            Self::ReplayedFailure { .. } => "replayed_failure",
+            Self::RecordFormat { .. } => "record_format",
+            Self::Io { .. } => "io",
+            Self::MockExhausted { .. } => "mock_exhausted",
+            Self::Config(_) => "config",
+        }
+    }
+}
