@@ -17,7 +17,7 @@
 //! only picks and weights them. Errors point at line and column and are collected, not just the
 //! first.
 
-use super::lex::{lex, Span, Tok, Token};
+use super::lex::{did_you_mean, lex, Span, Tok, Token};
 use super::node::{Form, Slot};
 use super::ops::{self, Kind, Op};
 use std::collections::{HashMap, HashSet};
@@ -352,7 +352,20 @@ fn parse_alts(p: &mut P<'_>) -> Vec<RawAlt> {
         let save = p.pos;
         p.skip_newlines();
         if *p.peek() == Tok::Pipe {
-            p.bump();
+            let pipe = p.bump();
+            let save = p.pos;
+            p.skip_newlines();
+            let next_is_rule = matches!(p.peek(), Tok::Ident(_))
+                && p.toks.get(p.pos + 1).is_some_and(|t| t.tok == Tok::Eq);
+            p.pos = save;
+            if next_is_rule || matches!(p.peek(), Tok::Eof) {
+                p.error(
+                    "`|` ends the rule with nothing after it; add an alternative or remove the `|`"
+                        .into(),
+                    pipe.span,
+                );
+                return alts;
+            }
             continue;
         }
         p.pos = save;
@@ -627,7 +640,7 @@ fn resolve(
                         errs.push(GrammarError {
                             message: format!(
                                 "unknown operation or form `{n}`{}",
-                                close_name(
+                                did_you_mean(
                                     &n,
                                     ops::OPS
                                         .iter()
@@ -659,16 +672,8 @@ fn resolve(
     Some((rules, root))
 }
 
-fn close_name<S: AsRef<str>>(n: &str, known: impl Iterator<Item = S>) -> String {
-    for k in known {
-        let k = k.as_ref();
-        if k != n
-            && (k.starts_with(n) || n.starts_with(k) || k.replace('_', "") == n.replace('_', ""))
-        {
-            return format!("; did you mean `{k}`?");
-        }
-    }
-    String::new()
+fn close_name<'a>(n: &str, known: impl Iterator<Item = &'a String>) -> String {
+    did_you_mean(n, known.map(String::as_str))
 }
 
 fn product(sets: &[(Vec<u32>, Span)]) -> Vec<Vec<u32>> {

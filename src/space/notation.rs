@@ -11,7 +11,7 @@
 //! `let` statements define macros for the statements after them; every other statement is one
 //! candidate. Macros expand away: the canonical form never contains them.
 
-use super::lex::{lex, Span, Tok, Token};
+use super::lex::{did_you_mean, lex, Span, Tok, Token};
 use super::node::{Form, Node};
 use super::ops;
 use std::collections::HashMap;
@@ -90,6 +90,7 @@ pub const MAX_NODES: usize = 100_000;
 const MAX_NESTING: usize = 200;
 
 struct Parser<'a> {
+    src: &'a str,
     toks: &'a [Token],
     pos: usize,
     depth: usize,
@@ -186,9 +187,9 @@ impl<'a> Parser<'a> {
                         }
                         other => {
                             let other = other.clone();
+                            let (l, c) = t.span.line_col(self.src);
                             return self.err(format!(
-                                "expected `,` or `)` in the arguments of `{name}` (opened at byte {}), found {other}",
-                                t.span.start
+                                "expected `,` or `)` in the arguments of `{name}` (opened at line {l}, column {c}), found {other}"
                             ));
                         }
                     }
@@ -249,6 +250,7 @@ impl<'a> Parser<'a> {
 pub fn parse_source(src: &str) -> Vec<Parsed> {
     let (toks, lex_errs) = lex(src);
     let mut p = Parser {
+        src,
         toks: &toks,
         pos: 0,
         depth: 0,
@@ -431,37 +433,14 @@ fn check_names(
     Ok(())
 }
 
-/// "; did you mean `x`?" for the closest known name, if one is close.
+/// "; did you mean `x`?" for the closest built-in or parameter name, if one is close.
 fn suggest(name: &str, extra: &[String]) -> String {
-    let mut best: Option<(usize, String)> = None;
     let known = ops::OPS
         .iter()
-        .map(|s| s.name.to_string())
-        .chain(super::node::FORMS.iter().map(|f| f.name.to_string()))
-        .chain(extra.iter().cloned());
-    for k in known {
-        let d = edit_distance(name, &k);
-        if d <= 2.max(name.len() / 3) && best.as_ref().is_none_or(|(bd, _)| d < *bd) {
-            best = Some((d, k));
-        }
-    }
-    best.map(|(_, k)| format!("; did you mean `{k}`?"))
-        .unwrap_or_default()
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
+        .map(|s| s.name)
+        .chain(super::node::FORMS.iter().map(|f| f.name))
+        .chain(extra.iter().map(String::as_str));
+    did_you_mean(name, known)
 }
 
 /// Expands macros and turns a term into a node, collecting every error it finds.

@@ -368,7 +368,10 @@ impl Op {
                     } else {
                         "4-d permutations apply to im tensors (CxHxW) only"
                     };
-                    return Err(fail(rule, format_args!("got a {} tensor {x}", mode.name())));
+                    return Err(fail(
+                        rule,
+                        format_args!("got {x}, a tensor in {} mode", mode.name()),
+                    ));
                 }
                 let d = x.dims();
                 let v: Vec<u64> = p.order().iter().map(|&i| d[i]).collect();
@@ -378,7 +381,7 @@ impl Op {
                 if mode != Mode::Im {
                     return Err(fail(
                         "im2col needs an im tensor (CxHxW)",
-                        format_args!("got a {} tensor {x}", mode.name()),
+                        format_args!("got {x}, a tensor in {} mode", mode.name()),
                     ));
                 }
                 let (c, h, w) = (x.dims()[0], x.dims()[1], x.dims()[2]);
@@ -397,7 +400,7 @@ impl Op {
                 if mode != Mode::Col {
                     return Err(fail(
                         "col2im needs a col tensor (LxD)",
-                        format_args!("got a {} tensor {x}", mode.name()),
+                        format_args!("got {x}, a tensor in {} mode", mode.name()),
                     ));
                 }
                 let Some((h, w)) = ctx.fold else {
@@ -419,7 +422,7 @@ impl Op {
                 if mode != Mode::Im {
                     return Err(fail(
                         "NAS-Bench-201 edge operations apply to im tensors",
-                        format_args!("got a {} tensor {x}", mode.name()),
+                        format_args!("got {x}, a tensor in {} mode", mode.name()),
                     ));
                 }
                 Ok(x)
@@ -453,7 +456,7 @@ impl Op {
                 let Some(n) = x.dim(dim as usize) else {
                     return Err(fail(
                         "group's dim must exist: 1..2 for col tensors, 1..3 for im tensors",
-                        format_args!("a {} tensor {x} has no dimension {dim}", x.mode().name()),
+                        format_args!("{x} ({} mode) has no dimension {dim}", x.mode().name()),
                     ));
                 };
                 if n % k as u64 != 0 {
