@@ -104,7 +104,11 @@ fn verdicts_sort_valid_from_invalid() {
                 .expect("invalid has a repair context");
             assert_eq!(
                 (ctx.candidate.as_str(), ctx.error.as_str()),
-                (c.proposal.text.as_str(), bad.message.as_str())
+                (bad.candidate.as_str(), bad.message.as_str())
+            );
+            assert_eq!(
+                bad.candidate, c.proposal.text,
+                "one-line replies show as written"
             );
         } else {
             assert!(c.repair_context("a task", &space).is_none());
@@ -124,6 +128,43 @@ fn verdicts_sort_valid_from_invalid() {
         }
         Verdict::Invalid(bad) => panic!("{}", bad.message),
     }
+}
+
+/// A candidate written over several lines, with comments and macros, is shown on one line, and
+/// the positions in its diagnostics point into that line.
+#[test]
+fn multi_line_candidates_are_shown_on_one_line() {
+    let space = einspace();
+    let opts = CheckOptions::default();
+    // Parses, fails a shape rule: shown canonical, macros expanded.
+    let text = "# a conv\nlet conv(d) = route(im2col(3,1,1), linear(d), col2im)\nseq(conv(64),\n    route(permute21, linear(64), permute21))\n";
+    let bad = match check_candidate(&space, text, input(), &opts) {
+        Verdict::Invalid(bad) => bad,
+        Verdict::Valid(v) => panic!("valid: {}", v.canonical),
+    };
+    assert_eq!(
+        bad.candidate,
+        "seq(route(im2col(3,1,1), linear(64), col2im), route(permute21, linear(64), permute21))"
+    );
+    assert!(
+        bad.message.contains("permute21 at seq.1.route.0"),
+        "{}",
+        bad.message
+    );
+
+    // Does not parse: comments dropped, statements joined, the column is on that line.
+    let text = "# forgot col2im\nseq(route(im2col(3,1,1),\n          linear(64)), norm)\n";
+    let bad = match check_candidate(&space, text, input(), &opts) {
+        Verdict::Invalid(bad) => bad,
+        Verdict::Valid(v) => panic!("valid: {}", v.canonical),
+    };
+    assert_eq!(bad.candidate, "seq(route(im2col(3,1,1), linear(64)), norm)");
+    assert!(
+        bad.message
+            .starts_with("- `route(im2col(3,1,1), linear(64))` at 1:5:"),
+        "{}",
+        bad.message
+    );
 }
 
 #[test]

@@ -6,7 +6,8 @@
 //! public validation surface (`Space::validate_text`, `Space::describe`, `Diagnostic`), so the
 //! rest of the layer (providers, templates, reply parsing) stays independent of any grammar.
 
-use crate::space::{Analysis, CheckOptions, Diagnostic, Node, Shape, Space};
+use crate::space::notation::one_line;
+use crate::space::{parse_one, Analysis, CheckOptions, Diagnostic, Node, Shape, Space};
 
 use super::prompt::RepairContext;
 use super::reply::{parse_reply, ParsedReply, Proposal, ReplyError, ReplyFormat};
@@ -26,6 +27,9 @@ pub struct ValidCandidate {
 /// prompt shows the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidCandidate {
+    /// The candidate as the diagnostics see it: [`prompt_form`] of the text, so that a
+    /// position such as `1:37` points into what the repair prompt shows.
+    pub candidate: String,
     pub diagnostics: Vec<Diagnostic>,
     /// [`repair_message`] of the diagnostics.
     pub message: String,
@@ -69,7 +73,7 @@ impl CheckedCandidate {
         Some(repair_context(
             task,
             space,
-            &self.proposal.text,
+            &invalid.candidate,
             &invalid.message,
         ))
     }
@@ -99,9 +103,21 @@ impl CheckedReply {
     }
 }
 
-/// Validates one candidate text against `space` for `input`.
+/// A candidate as a prompt shows it, on one line: its canonical form when it parses (macros
+/// expanded), else [`one_line`] of the text (comments dropped, statements joined by `; `).
+pub fn prompt_form(text: &str) -> String {
+    match parse_one(text) {
+        Ok(l) => l.node.to_string(),
+        Err(_) => one_line(text),
+    }
+}
+
+/// Validates one candidate text against `space` for `input`. The text is validated in its
+/// [`prompt_form`], which has the same meaning, so that the diagnostics describe the text a
+/// repair prompt shows.
 pub fn check_candidate(space: &Space, text: &str, input: Shape, opts: &CheckOptions) -> Verdict {
-    match space.validate_text(text, input, opts) {
+    let text = prompt_form(text);
+    match space.validate_text(&text, input, opts) {
         Ok((node, analysis)) => Verdict::Valid(ValidCandidate {
             canonical: node.to_string(),
             hash: node.hash_hex(),
@@ -109,6 +125,7 @@ pub fn check_candidate(space: &Space, text: &str, input: Shape, opts: &CheckOpti
             analysis,
         }),
         Err(diagnostics) => Verdict::Invalid(InvalidCandidate {
+            candidate: text,
             message: repair_message(&diagnostics),
             diagnostics,
         }),
@@ -170,8 +187,8 @@ pub fn grammar_text(space: &Space) -> String {
     space.describe().trim_end().to_string()
 }
 
-/// The repair prompt's context for `candidate`, rejected with `error` (normally a
-/// [`repair_message`]), with the space's grammar in words.
+/// The repair prompt's context for `candidate` (normally [`InvalidCandidate::candidate`]),
+/// rejected with `error` (normally a [`repair_message`]), with the space's grammar in words.
 pub fn repair_context(task: &str, space: &Space, candidate: &str, error: &str) -> RepairContext {
     RepairContext {
         task: task.to_string(),
