@@ -234,10 +234,10 @@ async fn propose_then_repair_through_a_provider() {
         .expect("reply");
     let texts = reply.texts();
     assert_eq!(texts.len(), 2);
-    let first = check_reply(&space, &texts[0], input(), &opts).expect("candidates");
+    let first = check_reply(&space, texts[0], input(), &opts).expect("candidates");
     assert_eq!((first.valid().count(), first.invalid().count()), (1, 3));
     assert!(
-        check_reply(&space, &texts[1], input(), &opts).is_err(),
+        check_reply(&space, texts[1], input(), &opts).is_err(),
         "an empty sample is a parse error, not a candidate"
     );
 
@@ -258,7 +258,7 @@ async fn propose_then_repair_through_a_provider() {
         )
         .await
         .expect("reply");
-    let fixed = check_reply(&space, &fixed.texts()[0], input(), &opts).expect("candidate");
+    let fixed = check_reply(&space, fixed.texts()[0], input(), &opts).expect("candidate");
     assert_eq!(fixed.valid().count(), 1);
 
     // What the provider was sent: the grammar in the proposal, the diagnostics in the repair.
