@@ -3,8 +3,9 @@
 //! diagnostics.
 //!
 //! This is the one module of `llm` that knows about `space`, and it uses only the space's
-//! public validation surface (`Space::validate_text`, `Space::describe`, `Diagnostic`), so the
-//! rest of the layer (providers, templates, reply parsing) stays independent of any grammar.
+//! public surface (`Space::validate_text`, `Space::describe`, `Diagnostic`, and `parse_one` /
+//! `notation::one_line` to put a candidate on one line), so the rest of the layer (providers,
+//! templates, reply parsing) stays independent of any grammar.
 
 use crate::space::notation::one_line;
 use crate::space::{parse_one, Analysis, CheckOptions, Diagnostic, Node, Shape, Space};
