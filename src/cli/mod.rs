@@ -10,6 +10,8 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod prompt;
+
 /// archsmith: synthesise neural architectures and tensor programs with a language model in
 /// the loop.
 #[derive(Parser, Debug)]
@@ -32,6 +34,9 @@ pub enum Command {
     Mutate(MutateArgs),
     /// Cross two candidates: replace a subtree of the first by a compatible one of the second.
     Crossover(CrossoverArgs),
+    /// Show what the language model is asked: render a step's prompt without sending it.
+    #[command(subcommand)]
+    Prompt(prompt::PromptCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -175,6 +180,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Validate(a) => validate(a),
         Command::Mutate(a) => mutate(a),
         Command::Crossover(a) => crossover(a),
+        Command::Prompt(c) => prompt::run(c),
     }
 }
 

@@ -6,6 +6,9 @@
 //! [`ChatProvider`]s: [`Metered`] (budget caps and the usage ledger) around [`Recording`]
 //! (`llm.jsonl`) around the network provider, or around [`ReplayProvider`] to re-run a
 //! recorded run offline. [`MockProvider`] stands in for all of it in tests of other modules.
+//!
+//! Only [`space_prompt`] knows about search spaces: it checks a reply's candidates against a
+//! space and builds the repair prompt from the validator's diagnostics.
 
 mod anthropic;
 mod client;
@@ -22,6 +25,7 @@ mod replay;
 pub mod reply;
 mod retry;
 mod secret;
+pub mod space_prompt;
 mod types;
 
 pub use anthropic::{AnthropicProvider, ANTHROPIC_VERSION, DEFAULT_MAX_TOKENS};

@@ -34,6 +34,12 @@ pub enum PromptError {
     Render { template: String, message: String },
     #[error("no template named {name}; known: {known}")]
     Unknown { name: String, known: String },
+    #[error("history file {}, line {line}: {message}", path.display())]
+    History {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -71,6 +77,76 @@ pub struct HistoryRow {
     pub params: Option<u64>,
     /// E.g. `ok`, `invalid: ...`, `diverged`, `timeout`.
     pub outcome: String,
+}
+
+/// A history line as a file writes it: stricter than [`HistoryRow`], so that a misspelt field
+/// is an error rather than a silently missing score.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryLine {
+    candidate: String,
+    #[serde(default)]
+    score: Option<f64>,
+    #[serde(default)]
+    params: Option<u64>,
+    outcome: String,
+}
+
+/// Characters of history table a prompt gets when the caller does not say.
+pub const DEFAULT_HISTORY_BUDGET_CHARS: usize = 6_000;
+
+/// Parses a history in JSON Lines, one [`HistoryRow`] a line, e.g.
+/// `{"candidate": "...", "score": 0.71, "params": 12345, "outcome": "ok"}`; `score` and
+/// `params` may be missing or null for a candidate that failed. Blank lines are skipped. The
+/// error is the 1-based line number and what is wrong with it.
+pub fn parse_history(text: &str) -> Result<Vec<HistoryRow>, (usize, String)> {
+    let mut rows = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let h: HistoryLine = serde_json::from_str(raw).map_err(|e| {
+            // Each line is its own document, so serde's "at line 1" would mislead.
+            let mut msg = e.to_string();
+            if let Some(at) = msg.rfind(" at line ") {
+                msg.truncate(at);
+            }
+            (line, format!("{msg} (column {})", e.column()))
+        })?;
+        if h.candidate.trim().is_empty() {
+            return Err((line, "`candidate` is empty".into()));
+        }
+        if h.outcome.trim().is_empty() {
+            return Err((
+                line,
+                "`outcome` is empty (use `ok`, `invalid: <why>` or `failed: <why>`)".into(),
+            ));
+        }
+        if let Some(s) = h.score.filter(|s| !s.is_finite()) {
+            return Err((line, format!("`score` {s} is not a finite number")));
+        }
+        rows.push(HistoryRow {
+            candidate: h.candidate,
+            score: h.score,
+            params: h.params,
+            outcome: h.outcome,
+        });
+    }
+    Ok(rows)
+}
+
+/// Reads a history file (see [`parse_history`]).
+pub fn read_history(path: &Path) -> Result<Vec<HistoryRow>, PromptError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PromptError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_history(&text).map_err(|(line, message)| PromptError::History {
+        path: path.to_path_buf(),
+        line,
+        message,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -455,6 +531,35 @@ mod tests {
             ),
             ("999".into(), "1.2k".into(), "2.5M".into())
         );
+    }
+
+    #[test]
+    fn history_lines() {
+        let text = concat!(
+            r#"{"candidate": "a", "score": 0.71, "params": 12345, "outcome": "ok"}"#,
+            "\n\n",
+            r#"{"candidate": "b", "score": null, "outcome": "invalid: no"}"#,
+            "\n",
+        );
+        let rows = parse_history(text).expect("parses");
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].score, rows[0].params), (Some(0.71), Some(12345)));
+        assert_eq!((rows[1].score, rows[1].params), (None, None));
+
+        let bad = |t: &str| parse_history(t).expect_err("must fail");
+        let (line, msg) = bad("{\"candidate\": \"a\", \"outcome\": \"ok\"}\n{\"candidate\": \"b\"");
+        assert_eq!(line, 2);
+        assert!(
+            msg.starts_with("EOF while parsing") && msg.ends_with(")"),
+            "{msg}"
+        );
+        assert!(!msg.contains("at line"), "{msg}");
+        let (_, msg) = bad(r#"{"candidate": "a", "scroe": 0.5, "outcome": "ok"}"#);
+        assert!(msg.contains("unknown field `scroe`"), "{msg}");
+        let (_, msg) = bad(r#"{"candidate": "a", "score": 0.5}"#);
+        assert!(msg.contains("missing field `outcome`"), "{msg}");
+        let (_, msg) = bad(r#"{"candidate": " ", "outcome": "ok"}"#);
+        assert_eq!(msg, "`candidate` is empty");
     }
 
     #[test]

@@ -709,6 +709,48 @@ pub fn parse_one(src: &str) -> Result<Lowered, Vec<SyntaxError>> {
     }
 }
 
+/// A source on one line, for a prompt: comments dropped, every run of whitespace (line breaks
+/// inside parentheses included) as one space, and line breaks that end a statement as `; `.
+/// It holds the same statements as `src`, so it parses to the same candidates, and positions
+/// in errors about it point into the line a reader sees. Characters the lexer cannot read are
+/// kept as written, so that their errors survive.
+pub fn one_line(src: &str) -> String {
+    let (toks, errs) = lex(src);
+    // (start, end, token), lexer errors as raw text, in source order.
+    let mut items: Vec<(usize, usize, Option<&Tok>)> = toks
+        .iter()
+        .filter(|t| t.tok != Tok::Eof)
+        .map(|t| (t.span.start, t.span.end, Some(&t.tok)))
+        .chain(errs.iter().map(|e| (e.span.start, e.span.end, None)))
+        .collect();
+    items.sort_by_key(|&(start, end, _)| (start, end));
+    let mut out = String::new();
+    let mut depth = 0i32;
+    let mut prev_end: Option<usize> = None;
+    let mut end_statement = false;
+    for (start, end, tok) in items {
+        match tok {
+            Some(Tok::Newline) if depth > 0 => continue,
+            Some(Tok::Newline | Tok::Semi) => {
+                end_statement = !out.is_empty();
+                continue;
+            }
+            Some(Tok::LParen) => depth += 1,
+            Some(Tok::RParen) => depth -= 1,
+            _ => {}
+        }
+        if end_statement {
+            out.push_str("; ");
+            end_statement = false;
+        } else if prev_end.is_some_and(|e| start > e) {
+            out.push(' ');
+        }
+        out.push_str(src.get(start..end).unwrap_or_default());
+        prev_end = Some(end);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -777,5 +819,24 @@ mod tests {
         src.push_str("a29\n");
         let errs = parse_one(&src).unwrap_err();
         assert!(errs[0].message.contains("expands to more than"));
+    }
+
+    #[test]
+    fn one_line_keeps_the_statements() {
+        let src = "# a conv\nlet conv(d) = route(im2col(3, 1, 1),\n    linear(d), # the map\n    col2im)\n\nseq(conv(16),\n    leakyrelu)  \n";
+        let line = one_line(src);
+        assert_eq!(
+            line,
+            "let conv(d) = route(im2col(3, 1, 1), linear(d), col2im); seq(conv(16), leakyrelu)"
+        );
+        assert_eq!(parse_one(&line).unwrap().node, parse_one(src).unwrap().node);
+        assert_eq!(
+            one_line("seq(norm,,  leakyrelu);; "),
+            "seq(norm,, leakyrelu)"
+        );
+        // An unreadable character stays, so its error is still reported.
+        let bad = one_line("seq(norm,\n  [leakyrelu)");
+        assert_eq!(bad, "seq(norm, [leakyrelu)");
+        assert!(parse_one(&bad).is_err());
     }
 }
