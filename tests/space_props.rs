@@ -248,3 +248,21 @@ fn einspace_root_choices_follow_the_grammar() {
         assert!((0.2..0.47).contains(&share), "{head}: {share} ({counts:?})");
     }
 }
+
+#[test]
+fn runaway_growth_is_an_error_not_an_overflow() {
+    // Each level multiplies dimension 1 by 8: 30 levels would overflow u64 arithmetic.
+    let space = Space::load("einspace").unwrap();
+    let mut text = "identity".to_string();
+    for _ in 0..30 {
+        text = format!("branch(clone(8), {text}, cat(1,8))");
+    }
+    let diags = space
+        .validate_text(&text, Shape::im(3, 32, 32), &opts())
+        .unwrap_err();
+    assert!(diags[0].message.contains("is too large"), "{}", diags[0]);
+    let huge = "seq(linear(65536), route(permute21, linear(65536), permute21), linear(65536))";
+    assert!(space
+        .validate_text(huge, Shape::col(4096, 4096), &opts())
+        .is_err());
+}

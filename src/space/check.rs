@@ -6,7 +6,7 @@
 use super::grammar::{Body, Grammar, SymId};
 use super::lex::Span;
 use super::node::{abbreviate, Form, Node};
-use super::ops::{Ctx, Kind, Op, RuleError};
+use super::ops::{mul, Ctx, Kind, Op, RuleError};
 use super::shape::{Mode, Shape};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -106,13 +106,13 @@ pub struct Analysis {
 impl Analysis {
     /// Parameters of the whole network, head included when known.
     pub fn total_params(&self) -> u64 {
-        self.params + self.head_params.unwrap_or(0)
+        self.params.saturating_add(self.head_params.unwrap_or(0))
     }
 }
 
 /// Parameters of the head for a backbone output: mean over positions, then a linear layer.
 pub fn head_params(output: Shape, classes: u64) -> u64 {
-    output.features() * classes + classes
+    mul(&[output.features(), classes]).saturating_add(classes)
 }
 
 /// Options for one validation.
@@ -208,7 +208,7 @@ pub fn check_from(
         params: inf.params,
         head_params: head,
         flops: inf.flops,
-        activation_bytes: inf.acts * 4,
+        activation_bytes: inf.acts.saturating_mul(4),
         depth: node.depth(),
         nodes: node.size(),
         infos: inf.infos.unwrap_or_default(),
@@ -528,11 +528,11 @@ impl Infer<'_> {
             });
         }
         let y = match node {
-            Node::Op(op) => match op.apply(x, &ctx) {
+            Node::Op(op) => match op.apply(x, &ctx).and_then(size_ok) {
                 Ok(y) => {
-                    self.params += op.params(x);
-                    self.flops += op.flops(x, y);
-                    self.acts += y.numel();
+                    self.params = self.params.saturating_add(op.params(x));
+                    self.flops = self.flops.saturating_add(op.flops(x, y));
+                    self.acts = self.acts.saturating_add(y.numel());
                     Some(y)
                 }
                 Err(e) => {
@@ -637,8 +637,8 @@ impl Infer<'_> {
                     );
                     return None;
                 }
-                self.flops += x.numel();
-                self.acts += x.numel();
+                self.flops = self.flops.saturating_add(x.numel());
+                self.acts = self.acts.saturating_add(x.numel());
                 Some(x)
             }
             Form::Nb201 => self.nb201(node, ch, path, x, ctx, d, pre),
@@ -682,7 +682,7 @@ impl Infer<'_> {
         if b.kind() == Kind::Split {
             // clone copies, group's split makes views; count clones as memory.
             if let Op::Clone(_) = b {
-                self.acts += x.numel() * k as u64;
+                self.acts = self.acts.saturating_add(mul(&[x.numel(), k as u64]));
             }
         }
         path.pop();
@@ -715,9 +715,12 @@ impl Infer<'_> {
             match y {
                 Some(y) => {
                     let extra = k as u64 - 1;
-                    self.params += (self.params - p0) * extra;
-                    self.flops += (self.flops - f0) * extra;
-                    self.acts += (self.acts - a0) * extra;
+                    let grow = |now: u64, before: u64| {
+                        now.saturating_add((now - before).saturating_mul(extra))
+                    };
+                    self.params = grow(self.params, p0);
+                    self.flops = grow(self.flops, f0);
+                    self.acts = grow(self.acts, a0);
                     outs.resize(k, y);
                 }
                 None => ok = false,
@@ -738,11 +741,11 @@ impl Infer<'_> {
             return None;
         }
         path.push(n - 1);
-        let r = a.merge(&outs);
+        let r = a.merge(&outs).and_then(size_ok);
         let out = match r {
             Ok(y) => {
-                self.flops += a.merge_flops(&outs, y);
-                self.acts += y.numel();
+                self.flops = self.flops.saturating_add(a.merge_flops(&outs, y));
+                self.acts = self.acts.saturating_add(y.numel());
                 self.record(&ch[n - 1], path, outs[0], y, ctx, d);
                 Some(y)
             }
@@ -804,10 +807,23 @@ impl Infer<'_> {
         let edge_once: (u64, u64) = edges.iter().fold((0, 0), |acc, e| {
             (acc.0 + e.params(stem), acc.1 + e.flops(stem, stem))
         });
-        self.params = self.params - edge_once.0 + p;
-        self.flops = self.flops - edge_once.1 + fl;
-        self.acts = self.acts - 6 * stem.numel() + a;
+        self.params = self.params.saturating_sub(edge_once.0).saturating_add(p);
+        self.flops = self.flops.saturating_sub(edge_once.1).saturating_add(fl);
+        self.acts = self.acts.saturating_sub(6 * stem.numel()).saturating_add(a);
         Some(Shape::im(NB201_C * 4, h / 4, w / 4))
+    }
+}
+
+/// Refuses shapes past what counts can hold (deeply nested concatenations or patch
+/// extractions can grow a dimension without bound).
+fn size_ok(y: Shape) -> Result<Shape, RuleError> {
+    if y.too_large() {
+        Err(RuleError {
+            message: format!("the result {y} is too large"),
+            rule: "a tensor may have at most 2^24 in a dimension and 2^40 elements per example",
+        })
+    } else {
+        Ok(y)
     }
 }
 

@@ -232,6 +232,11 @@ impl OpSpec {
     }
 }
 
+/// A saturating product, for counts.
+pub fn mul(xs: &[u64]) -> u64 {
+    xs.iter().fold(1u64, |a, &b| a.saturating_mul(b))
+}
+
 /// Context an operation sees besides its input: state that flows from enclosing nodes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Ctx {
@@ -386,7 +391,7 @@ impl Op {
                 }
                 let (c, h, w) = (x.dims()[0], x.dims()[1], x.dims()[2]);
                 let (k, s, p) = (k as u64, s as u64, p as u64);
-                if h + 2 * p < k || w + 2 * p < k {
+                if h.saturating_add(2 * p) < k || w.saturating_add(2 * p) < k {
                     return Err(fail(
                         "im2col's kernel must fit the padded image",
                         format_args!("a {k}x{k} kernel does not fit {h}x{w} with padding {p}"),
@@ -394,7 +399,7 @@ impl Op {
                 }
                 let ho = (h + 2 * p - k) / s + 1;
                 let wo = (w + 2 * p - k) / s + 1;
-                Ok(Shape::col(ho * wo, c * k * k))
+                Ok(Shape::col(mul(&[ho, wo]), mul(&[c, k, k])))
             }
             Op::Col2Im => {
                 if mode != Mode::Col {
@@ -410,7 +415,7 @@ impl Op {
                     ));
                 };
                 let (l, d) = (x.dims()[0], x.dims()[1]);
-                if l != h * w {
+                if l != mul(&[h, w]) {
                     return Err(fail(
                         "col2im needs L = H'*W' of the enclosing im2col",
                         format_args!("{l} positions cannot fold to {h}x{w}"),
@@ -543,7 +548,7 @@ impl Op {
                             format_args!("cannot concatenate {shapes} along dimension {dim}"),
                         ));
                     }
-                    total += s.dims()[d - 1];
+                    total = s.dims()[d - 1].saturating_add(total);
                 }
                 Ok(first.with_dim(d, total))
             }
@@ -555,9 +560,10 @@ impl Op {
     }
 
     /// Learnable parameters for input `x` (not buffers such as BatchNorm running statistics).
+    /// Shapes are bounded by the checker, so these counts fit in u64; they saturate anyway.
     pub fn params(&self, x: Shape) -> u64 {
         match *self {
-            Op::Linear(d) => x.last() * d as u64 + d as u64,
+            Op::Linear(d) => mul(&[x.last(), d as u64]).saturating_add(d as u64),
             Op::Norm => match x.mode() {
                 Mode::Im => 2 * x.dims()[0],
                 _ => 2 * x.last(),
@@ -566,7 +572,7 @@ impl Op {
             Op::PosEnc => x.numel(),
             Op::NorConv(k) => {
                 let c = x.dims()[0];
-                c * c * (k * k) as u64 + 2 * c
+                mul(&[c, c, (k * k) as u64]).saturating_add(2 * c)
             }
             _ => 0,
         }
@@ -575,16 +581,16 @@ impl Op {
     /// Forward FLOPs for one example (a multiply-add counts two), from input and output shapes.
     pub fn flops(&self, x: Shape, y: Shape) -> u64 {
         match *self {
-            Op::Linear(d) => 2 * x.numel() * d as u64,
-            Op::Norm | Op::BatchNorm => 5 * x.numel(),
-            Op::Softmax => 3 * x.numel(),
+            Op::Linear(d) => mul(&[2, x.numel(), d as u64]),
+            Op::Norm | Op::BatchNorm => mul(&[5, x.numel()]),
+            Op::Softmax => mul(&[3, x.numel()]),
             Op::LeakyRelu | Op::Relu | Op::PosEnc => x.numel(),
-            Op::Gelu | Op::Tanh | Op::Silu | Op::Sigmoid => 4 * x.numel(),
+            Op::Gelu | Op::Tanh | Op::Silu | Op::Sigmoid => mul(&[4, x.numel()]),
             Op::NorConv(k) => {
                 let c = x.dims()[0];
-                2 * c * (k * k) as u64 * y.numel() + 6 * y.numel()
+                mul(&[2, c, (k * k) as u64, y.numel()]).saturating_add(mul(&[6, y.numel()]))
             }
-            Op::AvgPool3 => 9 * y.numel(),
+            Op::AvgPool3 => mul(&[9, y.numel()]),
             _ => 0,
         }
     }
@@ -592,9 +598,9 @@ impl Op {
     /// FLOPs of an aggregation for one example.
     pub fn merge_flops(&self, xs: &[Shape], y: Shape) -> u64 {
         match *self {
-            Op::DotProduct => 2 * y.numel() * xs[0].last(),
-            Op::ScaledDotProduct => 2 * y.numel() * xs[0].last() + y.numel(),
-            Op::Add => (xs.len() as u64 - 1) * y.numel(),
+            Op::DotProduct => mul(&[2, y.numel(), xs[0].last()]),
+            Op::ScaledDotProduct => mul(&[2, y.numel(), xs[0].last()]).saturating_add(y.numel()),
+            Op::Add => mul(&[xs.len() as u64 - 1, y.numel()]),
             _ => 0,
         }
     }

@@ -347,12 +347,20 @@ fn form_may_fit(f: Form, want: Want<'_>) -> bool {
 /// What an operation gives for `want`, if its rule holds; never formats a message.
 fn apply(op: &Op, want: Want<'_>, ctx: &Ctx) -> Option<Got> {
     match (op.kind(), want) {
-        (Kind::Unary, Want::Unary(x)) => op.apply_with(x, ctx, no_detail).ok().map(Got::Shape),
+        (Kind::Unary, Want::Unary(x)) => op
+            .apply_with(x, ctx, no_detail)
+            .ok()
+            .filter(|y| !y.too_large())
+            .map(Got::Shape),
         (Kind::Split, Want::Split(x)) => op
             .split_with(x, no_detail)
             .ok()
             .map(|(k, s)| Got::Parts(k, s)),
-        (Kind::Merge, Want::Merge(xs)) => op.merge_with(xs, no_detail).ok().map(Got::Shape),
+        (Kind::Merge, Want::Merge(xs)) => op
+            .merge_with(xs, no_detail)
+            .ok()
+            .filter(|y| !y.too_large())
+            .map(Got::Shape),
         _ => None,
     }
 }

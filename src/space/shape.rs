@@ -8,6 +8,11 @@ use std::str::FromStr;
 
 /// The largest rank (dimensions after batch) any operation produces.
 pub const MAX_RANK: usize = 3;
+/// The largest dimension a tensor may have.
+pub const MAX_DIM: u64 = 1 << 24;
+/// The most elements one example's tensor may have (far past any limit, but it keeps every
+/// count in range of u64).
+pub const MAX_NUMEL: u64 = 1 << 40;
 
 /// The dimensions of a tensor after the batch dimension: `[D]`, `[S, D]` or `[C, H, W]`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -110,9 +115,16 @@ impl Shape {
         self.with_dim(r, v)
     }
 
-    /// Number of elements for one example.
+    /// Number of elements for one example (saturating: shapes past [`MAX_NUMEL`] are refused
+    /// by the checker, but arithmetic on them must not overflow first).
     pub fn numel(&self) -> u64 {
-        self.dims().iter().product()
+        self.dims().iter().fold(1u64, |a, &d| a.saturating_mul(d))
+    }
+
+    /// Whether the shape is past what any rule accepts: a dimension over [`MAX_DIM`] or more
+    /// than [`MAX_NUMEL`] elements per example.
+    pub fn too_large(&self) -> bool {
+        self.dims().iter().any(|&d| d > MAX_DIM) || self.numel() > MAX_NUMEL
     }
 
     /// Positions the last dimension is applied at (`numel / last`).
@@ -186,12 +198,17 @@ impl FromStr for Shape {
             if d == 0 {
                 return Err(err("dimensions must be positive"));
             }
-            if d > 1 << 24 {
-                return Err(err(&format!("dimension {d} is larger than 16777216")));
+            if d > MAX_DIM {
+                return Err(err(&format!("dimension {d} is larger than {MAX_DIM}")));
             }
             dims.push(d);
         }
-        Shape::new(&dims).ok_or_else(|| err("a shape has 1, 2 or 3 dimensions after the batch"))
+        let shape = Shape::new(&dims)
+            .ok_or_else(|| err("a shape has 1, 2 or 3 dimensions after the batch"))?;
+        if shape.too_large() {
+            return Err(err(&format!("more than {MAX_NUMEL} elements")));
+        }
+        Ok(shape)
     }
 }
 
