@@ -2,6 +2,8 @@
 //! in the loop.
 //!
 //! The library is organised as the loop's data flows: [`space`] (what a candidate may be:
-//! grammars, the candidate notation, validation, sampling, mutation).
+//! grammars, the candidate notation, validation, sampling, mutation) -> [`train`] (compile a
+//! candidate to tch, datasets and tasks, the training recipe).
 
 pub mod space;
+pub mod train;
