@@ -10,6 +10,8 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod train;
+
 /// archsmith: synthesise neural architectures and tensor programs with a language model in
 /// the loop.
 #[derive(Parser, Debug)]
@@ -32,6 +34,11 @@ pub enum Command {
     Mutate(MutateArgs),
     /// Cross two candidates: replace a subtree of the first by a compatible one of the second.
     Crossover(CrossoverArgs),
+    /// Train one candidate on a task and print the result as JSON.
+    Train(train::TrainArgs),
+    /// List the tasks or show one.
+    #[command(subcommand)]
+    Task(train::TaskCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -175,6 +182,8 @@ pub fn run() -> Result<ExitCode> {
         Command::Validate(a) => validate(a),
         Command::Mutate(a) => mutate(a),
         Command::Crossover(a) => crossover(a),
+        Command::Train(a) => train::run(a),
+        Command::Task(c) => train::task(c),
     }
 }
 
