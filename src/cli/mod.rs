@@ -287,6 +287,19 @@ fn validate(a: ValidateArgs) -> Result<ExitCode> {
             continue;
         }
         match r {
+            Ok((node, an)) if space.grammar.kind.is_program() => {
+                writeln!(
+                    out,
+                    "[{}] ok  {} program  nodes {}  depth {}  tensor ops/element {}  hash {}",
+                    i + 1,
+                    space.grammar.kind.name(),
+                    an.nodes,
+                    an.depth,
+                    an.flops,
+                    node.hash_hex()
+                )?;
+                writeln!(out, "    {node}")?;
+            }
             Ok((node, an)) => {
                 let head = an
                     .head_params
