@@ -723,12 +723,7 @@ impl T {
                 Val::O(bin_tt(Bin::Div, x.eval(env, slots)?, Val::O(den), ip)?)
             }
             T::Bin(b, x, y) => Val::O(bin_tt(*b, x.eval(env, slots)?, y.eval(env, slots)?, ip)?),
-            T::BinS {
-                op,
-                t,
-                slot,
-                left,
-            } => {
+            T::BinS { op, t, slot, left } => {
                 let v = t.eval(env, slots)?;
                 let s = env.sc[*slot];
                 if *op == Bin::Div && *left {
@@ -878,7 +873,9 @@ impl Rule {
                         v => Stmt::Assign(k, v),
                     });
                 }
-                Node::Form(Form::Step, p) if p.len() == 1 => stmts.push(Stmt::Step(b.tensor(&p[0])?)),
+                Node::Form(Form::Step, p) if p.len() == 1 => {
+                    stmts.push(Stmt::Step(b.tensor(&p[0])?))
+                }
                 other => return err(other, "statements are assign(...) and step(...)"),
             }
         }
@@ -1103,4 +1100,543 @@ pub fn clip_grad_norm(vars: &[Tensor], max: f64) -> Result<(), TchError> {
         }
         Ok(())
     })
+}
+
+/// The network a program is scored on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Reference {
+    /// A multilayer perceptron on the flattened input with these hidden widths; the
+    /// activation under test (or ReLU, for update rules) follows every hidden layer.
+    Mlp { hidden: Vec<u64> },
+    /// A candidate architecture of a space (for update rules only), e.g. a seed.
+    Candidate { space: String, text: String },
+}
+
+impl Default for Reference {
+    fn default() -> Self {
+        Reference::Mlp {
+            hidden: vec![64, 64],
+        }
+    }
+}
+
+/// How programs are scored: the reference network, the learning-rate grid, the
+/// hyperparameters, and the budget (the task's recipe unless given).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProgramEval {
+    pub reference: Reference,
+    /// Learning rates tried per program; the best validation score wins. Empty: for update
+    /// rules [`OPTIMIZER_LRS`], for activations the recipe's learning rate.
+    pub lrs: Vec<f64>,
+    pub hyper: Hyper,
+    /// The budget and schedule; `None` takes the task's recipe.
+    pub recipe: Option<Recipe>,
+    /// A training loss above this many times the first step's loss (or above 1e4) counts as
+    /// divergence.
+    pub explode: f64,
+    pub seed: u64,
+}
+
+/// The default learning-rate grid for update rules: a decade apart, as in the Lion search's
+/// per-program tuning.
+pub const OPTIMIZER_LRS: &[f64] = &[1e-4, 1e-3, 1e-2, 1e-1];
+
+impl Default for ProgramEval {
+    fn default() -> Self {
+        ProgramEval {
+            reference: Reference::default(),
+            lrs: Vec::new(),
+            hyper: Hyper::default(),
+            recipe: None,
+            explode: 100.0,
+            seed: 0,
+        }
+    }
+}
+
+use super::data::{Data, Split};
+use super::device::device_name;
+use super::recipe::{Optimizer, Recipe};
+use super::trainer::{Epoch, Failure, FailureReason, TrainResult};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::time::Instant;
+use tch::nn::{self, Module, OptimizerConfig};
+use tch::{Device, Reduction};
+
+/// A network to train: a forward function over a `VarStore`.
+type Forward = Box<dyn Fn(&Tensor, bool) -> Result<Tensor, TchError>>;
+
+fn mlp(vs: &nn::VarStore, data: &Data, hidden: &[u64], act: Option<Activation>) -> Forward {
+    let root = vs.root();
+    let mut layers = Vec::new();
+    let mut width = data.input.numel() as i64;
+    for (i, &h) in hidden.iter().enumerate() {
+        layers.push(nn::linear(&root / i, width, h as i64, Default::default()));
+        width = h as i64;
+    }
+    let head = nn::linear(
+        &root / "head",
+        width,
+        data.classes as i64,
+        Default::default(),
+    );
+    Box::new(move |x: &Tensor, _train: bool| {
+        let mut y = x.f_flatten(1, -1)?;
+        for l in &layers {
+            y = l.forward(&y);
+            y = match &act {
+                Some(a) => a.forward(&y)?,
+                None => y.f_relu()?,
+            };
+        }
+        Ok(head.forward(&y))
+    })
+}
+
+fn reference_net(
+    vs: &nn::VarStore,
+    data: &Data,
+    cfg: &ProgramEval,
+    act: Option<Activation>,
+) -> Result<Forward, String> {
+    match &cfg.reference {
+        Reference::Mlp { hidden } => Ok(mlp(vs, data, hidden, act)),
+        Reference::Candidate { space, text } => {
+            if act.is_some() {
+                return Err("activation functions are evaluated on an MLP reference; a candidate architecture keeps its own activations".into());
+            }
+            let space = crate::space::Space::load(space).map_err(|e| e.to_string())?;
+            let (node, _) = space
+                .validate_text(text, data.input, &Default::default())
+                .map_err(|d| {
+                    format!(
+                        "the reference network is invalid: {}",
+                        d.iter()
+                            .map(|d| d.to_string())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    )
+                })?;
+            let net =
+                super::compile::compile(&vs.root(), &node, data.input, data.classes, cfg.seed)
+                    .map_err(|e| e.to_string())?;
+            Ok(Box::new(move |x: &Tensor, train: bool| {
+                net.forward(x, train)
+            }))
+        }
+    }
+}
+
+/// Held while seeding torch's generator and drawing the reference network's weights, so that
+/// concurrent evaluations (tests, workers) draw the same weights for the same seed.
+static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// What steps the optimizer: a built-in one (for activations) or an update rule.
+enum Stepper {
+    Builtin(nn::Optimizer),
+    Program(ProgramOptimizer),
+}
+
+fn classify(e: &TchError) -> Failure {
+    let msg = e.to_string();
+    Failure {
+        reason: if msg.contains("out of memory") {
+            FailureReason::OutOfMemory
+        } else {
+            FailureReason::Runtime
+        },
+        message: msg.lines().next().unwrap_or("").to_string(),
+    }
+}
+
+/// Trains one network with one learning rate; failures are kept in the result.
+fn fit(
+    program: &Node,
+    data: &Data,
+    cfg: &ProgramEval,
+    recipe: &Recipe,
+    device: Device,
+    build: &dyn Fn(&nn::VarStore) -> Result<(Forward, Stepper), String>,
+) -> TrainResult {
+    let start = Instant::now();
+    let mut res = TrainResult {
+        candidate: program.to_string(),
+        hash: program.hash_hex(),
+        task: data.name.clone(),
+        metric: "accuracy".into(),
+        score: None,
+        test_score: None,
+        curve: Vec::new(),
+        params: 0,
+        flops: 0,
+        steps: 0,
+        wall_seconds: 0.0,
+        steps_per_second: 0.0,
+        device: device_name(device),
+        seed: cfg.seed,
+        stopped_early: false,
+        failure: None,
+        recipe: recipe.clone(),
+    };
+    if recipe.threads > 0 {
+        tch::set_num_threads(recipe.threads as i32);
+    }
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run(data, cfg, recipe, device, build, &mut res, start)
+    }));
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(f)) => res.failure = Some(f),
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic in torch".into());
+            res.failure = Some(classify(&TchError::Torch(msg)));
+        }
+    }
+    res.wall_seconds = start.elapsed().as_secs_f64();
+    res.score = res.curve.last().map(|e| e.valid_score);
+    res
+}
+
+fn run(
+    data: &Data,
+    cfg: &ProgramEval,
+    r: &Recipe,
+    dev: Device,
+    build: &dyn Fn(&nn::VarStore) -> Result<(Forward, Stepper), String>,
+    res: &mut TrainResult,
+    start: Instant,
+) -> Result<(), Failure> {
+    let torch = |e: TchError| classify(&e);
+    let vs = nn::VarStore::new(dev);
+    let (net, mut opt) = {
+        let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(cfg.seed as i64);
+        build(&vs).map_err(|message| Failure {
+            reason: FailureReason::Compile,
+            message,
+        })?
+    };
+    res.params = vs
+        .trainable_variables()
+        .iter()
+        .map(|t| t.numel() as u64)
+        .sum();
+    let vars = vs.trainable_variables();
+    let train = data.train.to_device(dev);
+    let valid = data.valid.to_device(dev);
+    let n = train.len();
+    let batch = r.batch_size.clamp(1, n.max(1));
+    let per_epoch = (n / batch).max(1) as u64;
+    let mut total = per_epoch * r.epochs as u64;
+    if let Some(m) = r.max_steps {
+        total = total.min(m);
+    }
+    let warmup = ((r.warmup_epochs * per_epoch as f64) as u64).min(total / 2);
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed_da7a);
+    let mut order: Vec<i64> = (0..n as i64).collect();
+    let mut step = 0u64;
+    let mut first_loss = None;
+    let train_start = Instant::now();
+    let mut epoch = 0;
+    while step < total {
+        epoch += 1;
+        order.shuffle(&mut rng);
+        let perm = Tensor::from_slice(&order).to_device(dev);
+        let (mut loss_sum, mut loss_n, mut lr) = (0.0, 0usize, r.lr);
+        for b in 0..per_epoch {
+            if step >= total {
+                break;
+            }
+            lr = r.lr_at(step, total, warmup);
+            let idx = perm.narrow(0, (b as usize * batch) as i64, batch as i64);
+            let x = train.x.f_index_select(0, &idx).map_err(torch)?;
+            let y = train.y.f_index_select(0, &idx).map_err(torch)?;
+            let loss = net(&x, true)
+                .and_then(|l| {
+                    l.f_cross_entropy_loss::<Tensor>(
+                        &y,
+                        None,
+                        Reduction::Mean,
+                        -100,
+                        r.label_smoothing,
+                    )
+                })
+                .map_err(torch)?;
+            let l = loss.f_double_value(&[]).map_err(torch)?;
+            let first = *first_loss.get_or_insert(l);
+            if !l.is_finite() || l > (first * cfg.explode).max(1e4) {
+                return Err(Failure {
+                    reason: FailureReason::NonFinite,
+                    message: if l.is_finite() {
+                        format!("the training loss exploded to {l:.3e} at step {} (first step {first:.3}), lr {lr:.3e}", step + 1)
+                    } else {
+                        format!(
+                            "the training loss became {l} at step {}, lr {lr:.3e}",
+                            step + 1
+                        )
+                    },
+                });
+            }
+            match &mut opt {
+                Stepper::Builtin(o) => o.zero_grad(),
+                Stepper::Program(o) => o.zero_grad(),
+            }
+            loss.f_backward().map_err(torch)?;
+            if let Some(c) = r.grad_clip {
+                clip_grad_norm(&vars, c).map_err(torch)?;
+            }
+            match &mut opt {
+                Stepper::Builtin(o) => {
+                    o.set_lr(lr);
+                    o.step();
+                }
+                Stepper::Program(o) => o.step(lr).map_err(torch)?,
+            }
+            step += 1;
+            res.steps = step;
+            loss_sum += l;
+            loss_n += 1;
+        }
+        let (valid_loss, valid_score) = evaluate(&net, &valid, r.eval_batch_size).map_err(torch)?;
+        res.curve.push(Epoch {
+            epoch,
+            steps: step,
+            train_loss: loss_sum / loss_n.max(1) as f64,
+            valid_loss,
+            valid_score,
+            lr,
+            seconds: start.elapsed().as_secs_f64(),
+        });
+        res.steps_per_second = step as f64 / train_start.elapsed().as_secs_f64().max(1e-9);
+        if !valid_loss.is_finite() {
+            return Err(Failure {
+                reason: FailureReason::NonFinite,
+                message: format!("the validation loss became {valid_loss} after epoch {epoch}"),
+            });
+        }
+        if let Some(limit) = r.time_limit_secs {
+            if start.elapsed().as_secs_f64() > limit {
+                return Err(Failure {
+                    reason: FailureReason::TimeLimit,
+                    message: format!("stopped after {:.1} s (limit {limit:.1} s) at step {step} of {total}; the curve so far is kept", start.elapsed().as_secs_f64()),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn evaluate(net: &Forward, s: &Split, batch: usize) -> Result<(f64, f64), TchError> {
+    let n = s.len();
+    if n == 0 {
+        return Ok((f64::NAN, 0.0));
+    }
+    let (mut loss, mut correct) = (0.0, 0i64);
+    tch::no_grad(|| -> Result<(), TchError> {
+        let mut i = 0;
+        while i < n {
+            let len = batch.max(1).min(n - i);
+            let x = s.x.narrow(0, i as i64, len as i64);
+            let y = s.y.narrow(0, i as i64, len as i64);
+            let logits = net(&x, false)?;
+            loss += logits
+                .f_cross_entropy_loss::<Tensor>(&y, None, Reduction::Sum, -100, 0.0)?
+                .f_double_value(&[])?;
+            correct += logits
+                .f_argmax(-1, false)?
+                .f_eq_tensor(&y)?
+                .f_sum(tch::Kind::Int64)?
+                .f_int64_value(&[])?;
+            i += len;
+        }
+        Ok(())
+    })?;
+    Ok((loss / n as f64, correct as f64 / n as f64))
+}
+
+/// Per learning rate of the grid: its score, or why it failed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GridPoint {
+    pub lr: f64,
+    pub score: Option<f64>,
+    pub valid_loss: Option<f64>,
+    pub failure: Option<Failure>,
+}
+
+/// Trains once per learning rate and keeps the best by validation score (then loss); when
+/// every learning rate fails, the result fails naming each reason.
+fn over_grid(
+    lrs: &[f64],
+    recipe: &Recipe,
+    mut one: impl FnMut(&Recipe) -> TrainResult,
+) -> (TrainResult, Vec<GridPoint>) {
+    let mut grid = Vec::new();
+    let mut best: Option<TrainResult> = None;
+    let mut last = None;
+    for &lr in lrs {
+        let r = Recipe {
+            lr,
+            ..recipe.clone()
+        };
+        let res = one(&r);
+        grid.push(GridPoint {
+            lr,
+            score: res.score,
+            valid_loss: res.curve.last().map(|e| e.valid_loss),
+            failure: res.failure.clone(),
+        });
+        let key = |t: &TrainResult| {
+            (
+                t.score.unwrap_or(f64::NEG_INFINITY),
+                -t.curve.last().map_or(f64::INFINITY, |e| e.valid_loss),
+            )
+        };
+        if res.ok() && best.as_ref().is_none_or(|b| key(&res) > key(b)) {
+            best = Some(res);
+        } else {
+            last = Some(res);
+        }
+    }
+    let res = match (best, last) {
+        (Some(b), _) => b,
+        (None, Some(mut l)) => {
+            let reasons: Vec<String> = grid
+                .iter()
+                .map(|g| {
+                    format!(
+                        "lr {:e}: {}",
+                        g.lr,
+                        g.failure.as_ref().map_or("?", |f| f.message.as_str())
+                    )
+                })
+                .collect();
+            if let Some(f) = &mut l.failure {
+                f.message = format!("every learning rate failed: {}", reasons.join("; "));
+            }
+            l
+        }
+        (None, None) => unreachable_empty(),
+    };
+    (res, grid)
+}
+
+fn unreachable_empty() -> TrainResult {
+    // `lrs` is never empty: callers fill in the default grid.
+    TrainResult {
+        candidate: String::new(),
+        hash: String::new(),
+        task: String::new(),
+        metric: "accuracy".into(),
+        score: None,
+        test_score: None,
+        curve: Vec::new(),
+        params: 0,
+        flops: 0,
+        steps: 0,
+        wall_seconds: 0.0,
+        steps_per_second: 0.0,
+        device: String::new(),
+        seed: 0,
+        stopped_early: false,
+        failure: Some(Failure {
+            reason: FailureReason::Runtime,
+            message: "no learning rate to try".into(),
+        }),
+        recipe: Recipe::default(),
+    }
+}
+
+/// Scores a validated activation function: the reference MLP trained with it after every
+/// hidden layer, with the recipe's optimizer, over the learning-rate grid.
+pub fn evaluate_activation_grid(
+    node: &Node,
+    data: &Data,
+    task_recipe: &Recipe,
+    cfg: &ProgramEval,
+    device: Device,
+) -> (TrainResult, Vec<GridPoint>) {
+    let recipe = cfg.recipe.clone().unwrap_or_else(|| task_recipe.clone());
+    let lrs = if cfg.lrs.is_empty() {
+        vec![recipe.lr]
+    } else {
+        cfg.lrs.clone()
+    };
+    let act = Activation::compile(node);
+    over_grid(&lrs, &recipe, |r| {
+        fit(node, data, cfg, r, device, &|vs| {
+            let act = act.clone().map_err(|e| e.to_string())?;
+            let net = reference_net(vs, data, cfg, Some(act))?;
+            let opt = match r.optimizer {
+                Optimizer::Sgd => nn::Sgd {
+                    momentum: r.momentum,
+                    dampening: 0.0,
+                    wd: r.weight_decay,
+                    nesterov: r.nesterov && r.momentum > 0.0,
+                }
+                .build(vs, r.lr),
+                Optimizer::AdamW => nn::AdamW {
+                    wd: r.weight_decay,
+                    ..Default::default()
+                }
+                .build(vs, r.lr),
+            }
+            .map_err(|e| e.to_string())?;
+            Ok((net, Stepper::Builtin(opt)))
+        })
+    })
+}
+
+/// Scores a validated update rule: the reference network trained with it in place of the
+/// optimizer, the learning rate tuned over the grid.
+pub fn evaluate_optimizer_grid(
+    node: &Node,
+    data: &Data,
+    task_recipe: &Recipe,
+    cfg: &ProgramEval,
+    device: Device,
+) -> (TrainResult, Vec<GridPoint>) {
+    let recipe = cfg.recipe.clone().unwrap_or_else(|| task_recipe.clone());
+    let lrs = if cfg.lrs.is_empty() {
+        OPTIMIZER_LRS.to_vec()
+    } else {
+        cfg.lrs.clone()
+    };
+    over_grid(&lrs, &recipe, |r| {
+        fit(node, data, cfg, r, device, &|vs| {
+            let rule = Rule::compile(node).map_err(|e| e.to_string())?;
+            let net = reference_net(vs, data, cfg, None)?;
+            let opt = ProgramOptimizer::new(rule, vs.trainable_variables(), cfg.hyper)?;
+            Ok((net, Stepper::Program(opt)))
+        })
+    })
+}
+
+/// [`evaluate_activation_grid`] without the per-learning-rate detail.
+pub fn evaluate_activation(
+    node: &Node,
+    data: &Data,
+    task_recipe: &Recipe,
+    cfg: &ProgramEval,
+    device: Device,
+) -> TrainResult {
+    evaluate_activation_grid(node, data, task_recipe, cfg, device).0
+}
+
+/// [`evaluate_optimizer_grid`] without the per-learning-rate detail.
+pub fn evaluate_optimizer(
+    node: &Node,
+    data: &Data,
+    task_recipe: &Recipe,
+    cfg: &ProgramEval,
+    device: Device,
+) -> TrainResult {
+    evaluate_optimizer_grid(node, data, task_recipe, cfg, device).0
 }
