@@ -720,14 +720,16 @@ fn term_text(t: &Term) -> String {
 /// head name in order; good enough to point at the right place in the text.
 fn respan(node: &Node, written: &[(String, Span)]) -> Vec<Span> {
     let mut out = Vec::with_capacity(node.size());
+    let mut used = vec![false; written.len()];
     let mut cursor = 0;
     node.walk(&mut |_, n| {
         let head = n.head();
-        let mut k = cursor;
-        while k < written.len() && written[k].0 != head {
-            k += 1;
-        }
-        if k < written.len() {
+        let found = (cursor..written.len())
+            .find(|&k| !used[k] && written[k].0 == head)
+            // Sorted parts (commutative forms) move nodes back: look from the start too.
+            .or_else(|| (0..written.len()).find(|&k| !used[k] && written[k].0 == head));
+        if let Some(k) = found {
+            used[k] = true;
             out.push(written[k].1);
             cursor = k + 1;
         } else {
