@@ -8,7 +8,7 @@
 //! - [`task`], [`data`], [`synth`], [`npy`]: tasks, datasets, loaders and synthetic data.
 //! - [`recipe`]: optimiser, schedule, regularisation and budgets.
 //! - [`trainer`]: the loop, the result, failures as values, the early-stopping hook.
-//! - [`device`]: `auto|cpu|cuda|cuda:N`.
+//! - [`device`]: `auto|cpu|cuda|cuda:N` device choice.
 //! - [`program`]: activation functions and update rules compiled to tch operations, and
 //!   their evaluation on a reference network.
 

@@ -985,7 +985,7 @@ impl Rule {
                     match v {
                         Ok(t) => states[*k] = t,
                         Err(src) => {
-                            let _ = states[*k].f_copy_(&src)?;
+                            states[*k].f_copy_(&src)?;
                         }
                     }
                 }
@@ -1238,8 +1238,11 @@ static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// What steps the optimizer: a built-in one (for activations) or an update rule.
 enum Stepper {
     Builtin(nn::Optimizer),
-    Program(ProgramOptimizer),
+    Program(Box<ProgramOptimizer>),
 }
+
+/// Builds the network and its optimizer under a fresh store.
+type Build<'a> = &'a dyn Fn(&nn::VarStore) -> Result<(Forward, Stepper), String>;
 
 fn classify(e: &TchError) -> Failure {
     let msg = e.to_string();
@@ -1260,7 +1263,7 @@ fn fit(
     cfg: &ProgramEval,
     recipe: &Recipe,
     device: Device,
-    build: &dyn Fn(&nn::VarStore) -> Result<(Forward, Stepper), String>,
+    build: Build<'_>,
 ) -> TrainResult {
     let start = Instant::now();
     let mut res = TrainResult {
@@ -1310,7 +1313,7 @@ fn run(
     cfg: &ProgramEval,
     r: &Recipe,
     dev: Device,
-    build: &dyn Fn(&nn::VarStore) -> Result<(Forward, Stepper), String>,
+    build: Build<'_>,
     res: &mut TrainResult,
     start: Instant,
 ) -> Result<(), Failure> {
@@ -1614,7 +1617,7 @@ pub fn evaluate_optimizer_grid(
             let rule = Rule::compile(node).map_err(|e| e.to_string())?;
             let net = reference_net(vs, data, cfg, None)?;
             let opt = ProgramOptimizer::new(rule, vs.trainable_variables(), cfg.hyper)?;
-            Ok((net, Stepper::Program(opt)))
+            Ok((net, Stepper::Program(Box::new(opt))))
         })
     })
 }
