@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod prompt;
+mod train;
 
 /// archsmith: synthesise neural architectures and tensor programs with a language model in
 /// the loop.
@@ -40,6 +41,11 @@ pub enum Command {
     /// Score an activation function or an update rule by training a reference network with
     /// it; prints the result as JSON.
     TrainProgram(TrainProgramArgs),
+    /// Train one candidate on a task and print the result as JSON.
+    Train(train::TrainArgs),
+    /// List the tasks or show one.
+    #[command(subcommand)]
+    Task(train::TaskCmd),
 }
 
 #[derive(Args, Debug)]
@@ -230,6 +236,8 @@ pub fn run() -> Result<ExitCode> {
         Command::Crossover(a) => crossover(a),
         Command::Prompt(c) => prompt::run(c),
         Command::TrainProgram(a) => train_program(a),
+        Command::Train(a) => train::run(a),
+        Command::Task(c) => train::task(c),
     }
 }
 
