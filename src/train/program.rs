@@ -707,6 +707,32 @@ fn bin_ts(op: Bin, t: Val<'_>, s: f64, left: bool, inplace: bool) -> R<Tensor> {
 }
 
 impl T {
+    /// A lower bound of the value at this step, when one is known: `add(c, e)` with `e` never
+    /// negative is at least `c` (Adam's `sqrt(v) + eps`).
+    fn lower_bound(&self, env: &Env<'_>, slots: &[S]) -> Option<f64> {
+        match self {
+            T::BinS {
+                op: Bin::Add,
+                t,
+                slot,
+                ..
+            } if t.nonneg(env.nonneg_states, slots) => Some(env.sc[*slot]),
+            _ => None,
+        }
+    }
+
+    /// The value as a denominator: moved away from zero unless it provably is.
+    fn safe_den<'a>(&self, env: &Env<'a>, slots: &[S]) -> R<Val<'a>> {
+        if self
+            .lower_bound(env, slots)
+            .is_some_and(|b| b >= SAFE_DENOMINATOR)
+        {
+            return self.eval(env, slots);
+        }
+        let nn = self.nonneg(env.nonneg_states, slots);
+        Ok(Val::O(safe(self.eval(env, slots)?, env.inplace, nn)?))
+    }
+
     fn eval<'a>(&self, env: &Env<'a>, slots: &[S]) -> R<Val<'a>> {
         let ip = env.inplace;
         Ok(match self {
@@ -718,9 +744,8 @@ impl T {
                 Val::O(un(*u, a.eval(env, slots)?, ip, nn)?)
             }
             T::Bin(Bin::Div, x, y) => {
-                let nn = y.nonneg(env.nonneg_states, slots);
-                let den = safe(y.eval(env, slots)?, ip, nn)?;
-                Val::O(bin_tt(Bin::Div, x.eval(env, slots)?, Val::O(den), ip)?)
+                let den = y.safe_den(env, slots)?;
+                Val::O(bin_tt(Bin::Div, x.eval(env, slots)?, den, ip)?)
             }
             T::Bin(b, x, y) => Val::O(bin_tt(*b, x.eval(env, slots)?, y.eval(env, slots)?, ip)?),
             T::BinS { op, t, slot, left } => {
@@ -942,6 +967,32 @@ impl Rule {
         for (i, st) in self.stmts.iter().enumerate() {
             let last = i + 1 == n;
             match st {
+                // step(mul(s, div(a, b))) as the last statement: w.addcdiv_(a, b * (-1/s)),
+                // one fused update as hand-written optimizers do.
+                Stmt::Step(T::BinS {
+                    op: Bin::Mul,
+                    t,
+                    slot,
+                    ..
+                }) if last && sc[*slot] != 0.0 && matches!(**t, T::Bin(Bin::Div, _, _)) => {
+                    let T::Bin(Bin::Div, a, b) = &**t else {
+                        continue;
+                    };
+                    let (num, den) = {
+                        let env = Env {
+                            input: g,
+                            w: Some(&*w),
+                            states,
+                            sc,
+                            inplace: true,
+                            nonneg_states: &self.nonneg_states,
+                        };
+                        let den = b.safe_den(&env, &self.slots)?;
+                        let den = bin_ts(Bin::Mul, den, -1.0 / sc[*slot], false, true)?;
+                        (a.eval(&env, &self.slots)?.owned(), den)
+                    };
+                    let _ = w.f_addcdiv_(&num, &den)?;
+                }
                 Stmt::Step(e) => {
                     let v = {
                         let env = Env {
