@@ -17,6 +17,8 @@ fn spaces() -> &'static [(Space, Shape)] {
             (Space::load("einspace").unwrap(), Shape::col(16, 24)),
             (Space::load("nb201").unwrap(), Shape::im(3, 32, 32)),
             (Space::load("mlp").unwrap(), Shape::vec(32)),
+            (Space::load("activation").unwrap(), Shape::vec(32)),
+            (Space::load("optimizer").unwrap(), Shape::vec(32)),
         ]
     })
 }
@@ -38,7 +40,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
-    fn every_sample_validates_and_round_trips(i in 0usize..4, seed in any::<u64>()) {
+    fn every_sample_validates_and_round_trips(i in 0usize..6, seed in any::<u64>()) {
         let (space, input) = &spaces()[i];
         let node = sample(i, seed);
         let a = space.check(&node, None, *input, &opts());
@@ -52,12 +54,12 @@ proptest! {
     }
 
     #[test]
-    fn the_same_seed_gives_the_same_samples(i in 0usize..4, seed in any::<u64>()) {
+    fn the_same_seed_gives_the_same_samples(i in 0usize..6, seed in any::<u64>()) {
         prop_assert_eq!(sample(i, seed), sample(i, seed));
     }
 
     #[test]
-    fn mutation_keeps_candidates_valid(i in 0usize..4, seed in any::<u64>()) {
+    fn mutation_keeps_candidates_valid(i in 0usize..6, seed in any::<u64>()) {
         let (space, input) = &spaces()[i];
         let parent = sample(i, seed);
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
@@ -71,7 +73,7 @@ proptest! {
     }
 
     #[test]
-    fn crossover_keeps_candidates_valid(i in 0usize..4, a in any::<u64>(), b in any::<u64>()) {
+    fn crossover_keeps_candidates_valid(i in 0usize..6, a in any::<u64>(), b in any::<u64>()) {
         let (space, input) = &spaces()[i];
         let (pa, pb) = (sample(i, a), sample(i, b));
         let mut rng = ChaCha8Rng::seed_from_u64(a ^ b);
@@ -111,12 +113,31 @@ proptest! {
     }
 
     #[test]
+    fn byte_mutations_of_program_seeds_never_panic(
+        which in 0usize..8,
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+    ) {
+        let space = &spaces()[4 + which / 4].0;
+        let mut bytes = space.seeds[which % 4].text.clone().into_bytes();
+        for (at, b) in edits {
+            let i = at.index(bytes.len());
+            bytes[i] = b;
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        for (_, r) in space.validate_source(&text, Shape::vec(32), &opts()) {
+            if let Ok((node, _)) = r {
+                prop_assert_eq!(parse_one(&node.to_string()).unwrap().node, node);
+            }
+        }
+    }
+
+    #[test]
     fn the_grammar_parser_never_panics(
-        which in 0usize..3,
+        which in 0usize..5,
         edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
         junk in ".{0,40}",
     ) {
-        let src = &spaces()[[0, 2, 3][which]].0.grammar.source;
+        let src = &spaces()[[0, 2, 3, 4, 5][which]].0.grammar.source;
         let mut bytes = src.clone().into_bytes();
         for (at, b) in edits {
             let i = at.index(bytes.len());

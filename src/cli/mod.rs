@@ -38,11 +38,59 @@ pub enum Command {
     /// Show what the language model is asked: render a step's prompt without sending it.
     #[command(subcommand)]
     Prompt(prompt::PromptCmd),
+    /// Score an activation function or an update rule by training a reference network with
+    /// it; prints the result as JSON.
+    TrainProgram(TrainProgramArgs),
     /// Train one candidate on a task and print the result as JSON.
     Train(train::TrainArgs),
     /// List the tasks or show one.
     #[command(subcommand)]
     Task(train::TaskCmd),
+}
+
+#[derive(Args, Debug)]
+pub struct TrainProgramArgs {
+    /// The program space: activation or optimizer (or a path to a program space).
+    #[arg(long)]
+    pub space: String,
+    /// The task: a synthetic task (textures, glyph-sum, seq-match, teacher) or FORMAT:DIR.
+    #[arg(long, default_value = "teacher")]
+    pub task: String,
+    /// A file holding the program, or - for stdin.
+    #[arg(long, conflicts_with = "seed_program")]
+    pub program: Option<String>,
+    /// A seed of the space by name (e.g. adam, lion, gelu, swish).
+    #[arg(long)]
+    pub seed_program: Option<String>,
+    /// Learning rates to try, comma-separated (default: 1e-4,1e-3,1e-2,1e-1 for update
+    /// rules, the task's for activations).
+    #[arg(long, value_delimiter = ',')]
+    pub lr: Vec<f64>,
+    /// Hidden widths of the reference MLP, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "64,64")]
+    pub hidden: Vec<u64>,
+    /// Train update rules on this architecture instead (SPACE:SEED, e.g. mlp:mlp2).
+    #[arg(long)]
+    pub reference: Option<String>,
+    /// Epochs (default: the task's recipe).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Examples in the train, validation and test splits of a synthetic task.
+    #[arg(long, value_delimiter = ',')]
+    pub sizes: Vec<usize>,
+    #[arg(long, default_value_t = 0.9)]
+    pub beta1: f64,
+    #[arg(long, default_value_t = 0.999)]
+    pub beta2: f64,
+    #[arg(long, default_value_t = 0.01)]
+    pub wd: f64,
+    #[arg(long, default_value_t = 1e-8)]
+    pub eps: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Device: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -187,6 +235,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Mutate(a) => mutate(a),
         Command::Crossover(a) => crossover(a),
         Command::Prompt(c) => prompt::run(c),
+        Command::TrainProgram(a) => train_program(a),
         Command::Train(a) => train::run(a),
         Command::Task(c) => train::task(c),
     }
@@ -295,6 +344,19 @@ fn validate(a: ValidateArgs) -> Result<ExitCode> {
             continue;
         }
         match r {
+            Ok((node, an)) if space.grammar.kind.is_program() => {
+                writeln!(
+                    out,
+                    "[{}] ok  {} program  nodes {}  depth {}  tensor ops/element {}  hash {}",
+                    i + 1,
+                    space.grammar.kind.name(),
+                    an.nodes,
+                    an.depth,
+                    an.flops,
+                    node.hash_hex()
+                )?;
+                writeln!(out, "    {node}")?;
+            }
             Ok((node, an)) => {
                 let head = an
                     .head_params
@@ -409,4 +471,112 @@ fn crossover(a: CrossoverArgs) -> Result<ExitCode> {
     )?;
     println!("{child}");
     Ok(ExitCode::SUCCESS)
+}
+
+fn train_program(a: TrainProgramArgs) -> Result<ExitCode> {
+    use archsmith::space::SpaceKind;
+    use archsmith::train::program::{self, Hyper, ProgramEval, Reference};
+    let space = Space::load(&a.space)?;
+    let kind = space.grammar.kind;
+    if !kind.is_program() {
+        bail!(
+            "space {} holds networks, not programs; train-program takes the activation or optimizer space",
+            space.name()
+        );
+    }
+    let text = match (&a.program, &a.seed_program) {
+        (Some(f), _) => read_input(f)?,
+        (None, Some(name)) => match space.seed(name) {
+            Some(s) => s.text.clone(),
+            None => bail!(
+                "space {} has no seed `{name}`; its seeds are {}",
+                space.name(),
+                space
+                    .seeds
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+        (None, None) => {
+            bail!("give the program with --program FILE (or - for stdin) or --seed-program NAME")
+        }
+    };
+    let mut task = archsmith::train::Task::resolve(&a.task)?;
+    if let [tr, va, te] = a.sizes[..] {
+        task = task.with_sizes(tr, va, te);
+    } else if !a.sizes.is_empty() {
+        bail!("--sizes takes three numbers: train,valid,test");
+    }
+    let data = task.load()?;
+    let opts = CheckOptions::default();
+    let node = match space.validate_text(&text, data.input, &opts) {
+        Ok((node, _)) => node,
+        Err(diags) => {
+            let mut msg = String::from("the program is invalid:");
+            for d in &diags {
+                msg.push_str(&format!("\n  - {d}"));
+            }
+            bail!(msg);
+        }
+    };
+    let reference = match &a.reference {
+        Some(r) => {
+            let (sp, seed) = r
+                .split_once(':')
+                .context("--reference takes SPACE:SEED, e.g. mlp:mlp2")?;
+            let s = Space::load(sp)?;
+            let text = s
+                .seed(seed)
+                .with_context(|| format!("space {sp} has no seed `{seed}`"))?
+                .text
+                .clone();
+            Reference::Candidate {
+                space: sp.to_string(),
+                text,
+            }
+        }
+        None => Reference::Mlp {
+            hidden: a.hidden.clone(),
+        },
+    };
+    let mut recipe = task.recipe.clone();
+    if let Some(e) = a.epochs {
+        recipe.epochs = e;
+    }
+    let cfg = ProgramEval {
+        reference,
+        lrs: a.lr.clone(),
+        hyper: Hyper {
+            beta1: a.beta1,
+            beta2: a.beta2,
+            wd: a.wd,
+            eps: a.eps,
+        },
+        recipe: Some(recipe.clone()),
+        seed: a.seed,
+        ..ProgramEval::default()
+    };
+    if let Err(e) = cfg.hyper.check() {
+        bail!(e);
+    }
+    let device = archsmith::train::parse_device(&a.device)?;
+    let (res, grid) = match kind {
+        SpaceKind::Activation => {
+            program::evaluate_activation_grid(&node, &data, &recipe, &cfg, device)
+        }
+        _ => program::evaluate_optimizer_grid(&node, &data, &recipe, &cfg, device),
+    };
+    let mut v = serde_json::to_value(&res)?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("space".into(), kind.name().into());
+        o.insert("lr_grid".into(), serde_json::to_value(&grid)?);
+    }
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(if res.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

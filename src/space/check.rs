@@ -40,6 +40,8 @@ pub enum Stage {
     Syntax,
     Grammar,
     Shape,
+    /// Programs: value types (scalar against tensor), declared state, bound symbols.
+    Type,
     Limits,
 }
 
@@ -82,6 +84,8 @@ pub struct NodeInfo {
     pub output: Shape,
     pub ctx: Ctx,
     pub depth: usize,
+    /// In programs: the value's type (expressions only).
+    pub ty: Option<super::program::Ty>,
 }
 
 /// The result of validating a candidate.
@@ -184,6 +188,9 @@ pub fn check_from(
     } else {
         HashMap::new()
     };
+    if g.kind.is_program() {
+        return super::program::check(g.kind, node, spans, input, opts, &symbols);
+    }
 
     // Stage 2: shapes.
     let mut inf = Infer {
@@ -293,6 +300,15 @@ impl Member<'_> {
                         .all(|c| self.derives(slots[1], c, depth))
                     && self.derives(slots[2], &ch[n - 1], depth)
             }
+            // Parts kept sorted may match the production in either order.
+            f if f.commutative() && ch.len() == 2 && slots.len() == 2 => {
+                let mark = self.trail.len();
+                if self.derives(slots[0], &ch[0], depth) && self.derives(slots[1], &ch[1], depth) {
+                    return true;
+                }
+                self.trail.truncate(mark);
+                self.derives(slots[0], &ch[1], depth) && self.derives(slots[1], &ch[0], depth)
+            }
             _ => {
                 ch.len() == slots.len()
                     && slots
@@ -400,7 +416,18 @@ impl Explain<'_, '_> {
             }
             for a in &g.rules[s].alts {
                 match &a.body {
-                    Body::Form(af, sl) if af == f && slots.is_none() => slots = Some(sl.clone()),
+                    // A variadic form is explained by a production with as many parts.
+                    Body::Form(af, sl)
+                        if af == f
+                            && (slots.is_none()
+                                || (f.spec().variadic
+                                    && sl.len() == ch.len()
+                                    && slots
+                                        .as_ref()
+                                        .is_some_and(|x: &Vec<SymId>| x.len() != ch.len()))) =>
+                    {
+                        slots = Some(sl.clone())
+                    }
                     Body::Ref(t) => stack.push(*t),
                     _ => {}
                 }
@@ -500,6 +527,7 @@ impl Infer<'_> {
                 output: y,
                 ctx,
                 depth,
+                ty: None,
             });
         }
     }
@@ -525,6 +553,7 @@ impl Infer<'_> {
                 output: x,
                 ctx,
                 depth,
+                ty: None,
             });
         }
         let y = match node {
@@ -600,7 +629,10 @@ impl Infer<'_> {
                     return None;
                 };
                 let inner = match p.fold_size(x) {
-                    Some(hw) => Ctx { fold: Some(hw) },
+                    Some(hw) => Ctx {
+                        fold: Some(hw),
+                        ..ctx
+                    },
                     None => ctx,
                 };
                 path.push(1);
@@ -642,6 +674,20 @@ impl Infer<'_> {
                 Some(x)
             }
             Form::Nb201 => self.nb201(node, ch, path, x, ctx, d, pre),
+            _ => {
+                self.preorder += node.size() - 1;
+                self.fail(
+                    node,
+                    path,
+                    pre,
+                    x,
+                    RuleError {
+                        message: format!("`{}` is a program form, not a network module", f.name()),
+                        rule: "expression and statement forms stand only in activation functions and update rules",
+                    },
+                );
+                None
+            }
         }
     }
 

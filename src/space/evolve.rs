@@ -118,7 +118,7 @@ impl Space {
         let mut pairs = Vec::new();
         for x in &sa {
             for y in &sb {
-                if x.input == y.input && x.output == y.output && x.ctx == y.ctx {
+                if x.input == y.input && x.output == y.output && x.ctx == y.ctx && x.ty == y.ty {
                     if let (Some(nx), Some(ny)) = (a.get(&x.path), b.get(&y.path)) {
                         if nx != ny && !(x.path.is_empty() && y.path.is_empty()) {
                             pairs.push((x.path.clone(), ny));

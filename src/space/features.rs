@@ -28,6 +28,15 @@ pub struct Features {
     pub routing_ops: u32,
 }
 
+/// Form names not already counted as operations (`add`, `tanh` and `sigmoid` name both an
+/// operation and an expression form, counted once by name).
+fn form_names() -> impl Iterator<Item = &'static str> {
+    FORMS
+        .iter()
+        .map(|f| f.name)
+        .filter(|n| !OPS.iter().any(|o| o.name == *n))
+}
+
 impl Features {
     /// Computes features from a candidate and its analysis (with per-node infos for modes).
     pub fn of(node: &Node, analysis: &Analysis) -> Features {
@@ -75,7 +84,7 @@ impl Features {
     /// The names of [`Features::vector`]'s entries, in order.
     pub fn names() -> Vec<String> {
         let mut v: Vec<String> = OPS.iter().map(|s| format!("count:{}", s.name)).collect();
-        v.extend(FORMS.iter().map(|f| format!("count:{}", f.name)));
+        v.extend(form_names().map(|f| format!("count:{f}")));
         v.extend(
             [
                 "depth",
@@ -99,7 +108,7 @@ impl Features {
     pub fn vector(&self) -> Vec<f64> {
         let c = |n: &str| self.counts.get(n).copied().unwrap_or(0) as f64;
         let mut v: Vec<f64> = OPS.iter().map(|s| c(s.name)).collect();
-        v.extend(FORMS.iter().map(|f| c(f.name)));
+        v.extend(form_names().map(c));
         let lg = |x: u64| (x as f64 + 1.0).log10();
         v.extend([
             self.depth as f64,

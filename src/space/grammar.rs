@@ -18,7 +18,7 @@
 //! first.
 
 use super::lex::{did_you_mean, lex, Span, Tok, Token};
-use super::node::{Form, Slot};
+use super::node::{Form, Slot, Sort};
 use super::ops::{self, Kind, Op};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -46,11 +46,60 @@ pub struct Rule {
     pub span: Span,
 }
 
+/// What the candidates of a space are: networks, or one of the two kinds of program.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpaceKind {
+    /// Architectures: modules checked by shape inference.
+    #[default]
+    Network,
+    /// Activation functions: an expression in `x`.
+    Activation,
+    /// Optimizer update rules: `prog(state(...), statements...)`.
+    Optimizer,
+}
+
+impl SpaceKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SpaceKind::Network => "network",
+            SpaceKind::Activation => "activation",
+            SpaceKind::Optimizer => "optimizer",
+        }
+    }
+
+    pub fn by_name(name: &str) -> Option<SpaceKind> {
+        [
+            SpaceKind::Network,
+            SpaceKind::Activation,
+            SpaceKind::Optimizer,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
+    }
+
+    /// Whether candidates are programs (checked by type, not by shape).
+    pub fn is_program(self) -> bool {
+        self != SpaceKind::Network
+    }
+
+    /// The slot the root must fill.
+    pub fn root_slot(self) -> Slot {
+        match self {
+            SpaceKind::Network => Slot::Module,
+            SpaceKind::Activation => Slot::Expr,
+            SpaceKind::Optimizer => Slot::Program,
+        }
+    }
+}
+
 /// A checked grammar, ready for sampling and membership tests.
 #[derive(Clone, Debug)]
 pub struct Grammar {
     pub name: String,
     pub description: String,
+    /// What the candidates are (`kind` directive; networks by default).
+    pub kind: SpaceKind,
     pub root: SymId,
     pub max_depth: usize,
     pub min_depth: usize,
@@ -91,12 +140,21 @@ impl fmt::Display for GrammarErrors {
     }
 }
 
-const DIRECTIVES: &[&str] = &["space", "description", "root", "max_depth", "min_depth"];
+const DIRECTIVES: &[&str] = &[
+    "space",
+    "description",
+    "kind",
+    "root",
+    "max_depth",
+    "min_depth",
+];
 
 /// One alternative as written, before names are resolved.
 enum RawBody {
     Name(String, Span),
     Call(String, Span, Vec<RawArg>),
+    /// A number: a constant of a program.
+    Number(f64, Span),
 }
 
 enum RawArg {
@@ -171,6 +229,7 @@ pub fn parse_grammar(src: &str, file: &str) -> Result<Grammar, GrammarErrors> {
     let mut max_depth = 100usize;
     let mut min_depth = 0usize;
     let mut depth_span = Span::default();
+    let mut kind = SpaceKind::Network;
     let mut raw_rules: Vec<RawRule> = Vec::new();
 
     loop {
@@ -218,6 +277,13 @@ pub fn parse_grammar(src: &str, file: &str) -> Result<Grammar, GrammarErrors> {
         match (word.as_str(), &arg.tok) {
             ("space", Tok::Ident(n)) => name = Some(n.clone()),
             ("description", Tok::Str(s)) => description = s.clone(),
+            ("kind", Tok::Ident(k)) => match SpaceKind::by_name(k) {
+                Some(k) => kind = k,
+                None => p.error(
+                    format!("`kind` is network, activation or optimizer, not `{k}`"),
+                    arg.span,
+                ),
+            },
             ("root", Tok::Ident(n)) => root = Some((n.clone(), arg.span)),
             ("max_depth", Tok::Int(n)) => {
                 max_depth = *n as usize;
@@ -264,6 +330,7 @@ pub fn parse_grammar(src: &str, file: &str) -> Result<Grammar, GrammarErrors> {
     let grammar = resolve(raw_rules, root, &mut errs).map(|(rules, root)| Grammar {
         name,
         description,
+        kind,
         root,
         max_depth,
         min_depth,
@@ -310,6 +377,8 @@ fn parse_alts(p: &mut P<'_>) -> Vec<RawAlt> {
                     RawBody::Name(n, t.span)
                 }
             }
+            Tok::Int(n) => RawBody::Number(n as f64, t.span),
+            Tok::Float(x) => RawBody::Number(x, t.span),
             other => {
                 p.error(
                     format!("expected an alternative (a name, operation or form), found {other}"),
@@ -497,6 +566,14 @@ fn resolve(
         resolved[id] = true;
         for a in r.alts {
             match a.body {
+                RawBody::Number(x, span) => match ops::const_micros(x) {
+                    Ok(c) => rules[id].alts.push(Alt {
+                        weight: a.weight,
+                        body: Body::Op(Op::Const(c)),
+                        span: a.span,
+                    }),
+                    Err(m) => errs.push(GrammarError { message: m, span }),
+                },
                 RawBody::Name(n, span) => {
                     if let Some(&sid) = ids.get(&n) {
                         rules[id].alts.push(Alt {
@@ -531,7 +608,18 @@ fn resolve(
                 RawBody::Call(n, span, args) => {
                     if let Some(form) = Form::by_name(&n) {
                         let slots = form.spec().slots;
-                        if args.len() != slots.len() {
+                        if form.spec().variadic && args.len() < slots.len() {
+                            errs.push(GrammarError {
+                                message: format!(
+                                    "form `{n}` needs at least {} slot(s) in a grammar, but {} were given",
+                                    slots.len(),
+                                    args.len()
+                                ),
+                                span,
+                            });
+                            continue;
+                        }
+                        if !form.spec().variadic && args.len() != slots.len() {
                             errs.push(GrammarError {
                                 message: format!(
                                     "form `{n}` has {} slot(s) in a grammar, but {} were given",
@@ -563,7 +651,7 @@ fn resolve(
                                 }),
                             }
                         }
-                        if syms.len() == slots.len() {
+                        if syms.len() >= slots.len() {
                             rules[id].alts.push(Alt {
                                 weight: a.weight,
                                 body: Body::Form(form, syms),
@@ -694,19 +782,35 @@ fn product(sets: &[(Vec<u32>, Span)]) -> Vec<Vec<u32>> {
 
 /// The kinds of things a symbol can derive, as a small bit set.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Kinds(u8);
+pub struct Kinds(u16);
 
 impl Kinds {
-    const UNARY: u8 = 1;
-    const SPLIT: u8 = 2;
-    const MERGE: u8 = 4;
-    const FORM: u8 = 8;
+    const UNARY: u16 = 1;
+    const SPLIT: u16 = 2;
+    const MERGE: u16 = 4;
+    const FORM: u16 = 8;
+    const VALUE: u16 = 16;
+    const EXPR: u16 = 32;
+    const DECL: u16 = 64;
+    const STMT: u16 = 128;
+    const PROG: u16 = 256;
 
     fn of_op(k: Kind) -> Kinds {
         Kinds(match k {
             Kind::Unary => Self::UNARY,
             Kind::Split => Self::SPLIT,
             Kind::Merge => Self::MERGE,
+            Kind::Value => Self::VALUE,
+        })
+    }
+
+    fn of_form(f: Form) -> Kinds {
+        Kinds(match f.sort() {
+            Sort::Module => Self::FORM,
+            Sort::Expr => Self::EXPR,
+            Sort::Decl => Self::DECL,
+            Sort::Stmt => Self::STMT,
+            Sort::Program => Self::PROG,
         })
     }
 
@@ -716,6 +820,10 @@ impl Kinds {
             Slot::UnaryOp => Self::UNARY,
             Slot::SplitOp => Self::SPLIT,
             Slot::MergeOp => Self::MERGE,
+            Slot::Expr => Self::VALUE | Self::EXPR,
+            Slot::Decl => Self::DECL,
+            Slot::Stmt => Self::STMT,
+            Slot::Program => Self::PROG,
         };
         self.0 & !allowed == 0
     }
@@ -734,6 +842,21 @@ impl Kinds {
         if self.0 & Self::FORM != 0 {
             v.push("forms");
         }
+        if self.0 & Self::VALUE != 0 {
+            v.push("program values");
+        }
+        if self.0 & Self::EXPR != 0 {
+            v.push("expression forms");
+        }
+        if self.0 & Self::DECL != 0 {
+            v.push("state declarations");
+        }
+        if self.0 & Self::STMT != 0 {
+            v.push("statements");
+        }
+        if self.0 & Self::PROG != 0 {
+            v.push("update rules");
+        }
         v.join(" and ")
     }
 }
@@ -749,7 +872,7 @@ impl Grammar {
                 for a in &r.alts {
                     acc |= match &a.body {
                         Body::Op(op) => Kinds::of_op(op.kind()).0,
-                        Body::Form(..) => Kinds::FORM,
+                        Body::Form(f, _) => Kinds::of_form(*f).0,
                         Body::Ref(s) => k[*s].0,
                     };
                 }
@@ -823,6 +946,7 @@ impl Grammar {
     pub fn allowed(&self, sym: SymId) -> String {
         let mut forms: Vec<&str> = Vec::new();
         let mut ops: Vec<(&str, Vec<String>)> = Vec::new();
+        let mut values: Vec<String> = Vec::new();
         let mut seen = HashSet::new();
         let mut stack = vec![sym];
         while let Some(s) = stack.pop() {
@@ -837,6 +961,12 @@ impl Grammar {
                         }
                     }
                     Body::Ref(r) => stack.push(*r),
+                    Body::Op(op) if op.kind() == Kind::Value => {
+                        let text = op.to_string();
+                        if !values.contains(&text) {
+                            values.push(text);
+                        }
+                    }
                     Body::Op(op) => {
                         let args = op
                             .args()
@@ -867,6 +997,7 @@ impl Grammar {
                 parts.push(format!("{n}({})", args.join("|")));
             }
         }
+        parts.extend(values);
         parts.join(", ")
     }
 }
@@ -876,10 +1007,15 @@ impl Grammar {
 fn check(g: &Grammar, errs: &mut Vec<GrammarError>) {
     let kinds = g.kinds();
     let root_kinds = kinds[g.root];
-    if !root_kinds.fits(Slot::Module) {
+    if !root_kinds.fits(g.kind.root_slot()) {
+        let want = match g.kind {
+            SpaceKind::Network => "a network is a module (a one-input operation or a form)",
+            SpaceKind::Activation => "an activation function is an expression in x",
+            SpaceKind::Optimizer => "an update rule is a prog(...)",
+        };
         errs.push(GrammarError {
             message: format!(
-                "root `{}` can derive {}, but a network is a module (a one-input operation or a form)",
+                "root `{}` can derive {}, but {want}",
                 g.rules[g.root].name,
                 root_kinds.describe()
             ),
@@ -889,7 +1025,8 @@ fn check(g: &Grammar, errs: &mut Vec<GrammarError>) {
     for r in &g.rules {
         for a in &r.alts {
             if let Body::Form(f, slots) = &a.body {
-                for (i, (&s, &want)) in slots.iter().zip(f.spec().slots).enumerate() {
+                for (i, &s) in slots.iter().enumerate() {
+                    let want = f.grammar_slot(i);
                     if !kinds[s].fits(want) {
                         errs.push(GrammarError {
                             message: format!(

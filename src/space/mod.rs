@@ -12,15 +12,17 @@ pub mod lex;
 pub mod node;
 pub mod notation;
 pub mod ops;
+pub mod program;
 pub mod sample;
 pub mod shape;
 
 pub use check::{Analysis, CheckOptions, Diagnostic, Limits, Stage};
 pub use features::Features;
-pub use grammar::{Grammar, GrammarErrors};
+pub use grammar::{Grammar, GrammarErrors, SpaceKind};
 pub use node::{Form, Node};
 pub use notation::{parse_one, parse_source, Parsed};
-pub use ops::Op;
+pub use ops::{Op, Sym};
+pub use program::Ty;
 pub use shape::{Mode, Shape};
 
 use lex::Span;
@@ -76,6 +78,50 @@ static BUILTINS: &[Builtin] = &[
         seeds: &[
             ("mlp2", include_str!("../../spaces/mlp/seeds/mlp2.arch")),
             ("resmlp", include_str!("../../spaces/mlp/seeds/resmlp.arch")),
+        ],
+    },
+    Builtin {
+        name: "activation",
+        grammar: include_str!("../../spaces/activation/space.grammar"),
+        seeds: &[
+            (
+                "relu",
+                include_str!("../../spaces/activation/seeds/relu.arch"),
+            ),
+            (
+                "gelu",
+                include_str!("../../spaces/activation/seeds/gelu.arch"),
+            ),
+            (
+                "swish",
+                include_str!("../../spaces/activation/seeds/swish.arch"),
+            ),
+            (
+                "tanh",
+                include_str!("../../spaces/activation/seeds/tanh.arch"),
+            ),
+        ],
+    },
+    Builtin {
+        name: "optimizer",
+        grammar: include_str!("../../spaces/optimizer/space.grammar"),
+        seeds: &[
+            (
+                "sgd_momentum",
+                include_str!("../../spaces/optimizer/seeds/sgd_momentum.arch"),
+            ),
+            (
+                "adam",
+                include_str!("../../spaces/optimizer/seeds/adam.arch"),
+            ),
+            (
+                "adamw",
+                include_str!("../../spaces/optimizer/seeds/adamw.arch"),
+            ),
+            (
+                "lion",
+                include_str!("../../spaces/optimizer/seeds/lion.arch"),
+            ),
         ],
     },
 ];
@@ -393,6 +439,9 @@ impl Space {
         if !g.description.is_empty() {
             let _ = writeln!(s, "{}", g.description);
         }
+        if g.kind.is_program() {
+            let _ = writeln!(s, "kind: {} program", g.kind.name());
+        }
         let _ = writeln!(
             s,
             "\nroot: {}    max depth: {}    min depth: {}",
@@ -409,6 +458,12 @@ impl Space {
                 let a = &r.alts[i];
                 let p = a.weight / total;
                 match &a.body {
+                    grammar::Body::Op(op) if op.kind() == ops::Kind::Value => {
+                        if op.const_value().is_none() && !used_ops.contains(&op.name()) {
+                            used_ops.push(op.name());
+                        }
+                        parts.push(format!("{op}  [{p:.3}]"));
+                    }
                     grammar::Body::Op(op) => {
                         if !used_ops.contains(&op.name()) {
                             used_ops.push(op.name());
@@ -472,7 +527,15 @@ impl Space {
         for f in used_forms {
             let _ = writeln!(s, "  {}: {}", f.name(), f.spec().rule);
         }
-        let _ = writeln!(s, "\noperations and their shape rules:");
+        let _ = writeln!(
+            s,
+            "\n{}:",
+            if g.kind.is_program() {
+                "symbols"
+            } else {
+                "operations and their shape rules"
+            }
+        );
         for name in used_ops {
             if let Some(spec) = ops::spec(name) {
                 let params = if spec.params.is_empty() {
@@ -490,10 +553,23 @@ impl Space {
                 );
             }
         }
-        let _ = writeln!(
-            s,
-            "\nhead: the network's output is averaged over positions (HxW for im, S for col) and fed to one linear layer to the classes."
-        );
+        let _ = match g.kind {
+            SpaceKind::Network => writeln!(
+                s,
+                "\nhead: the network's output is averaged over positions (HxW for im, S for col) and fed to one linear layer to the classes."
+            ),
+            SpaceKind::Activation => writeln!(
+                s,
+                "\nprogram: one expression in x, applied elementwise; it must be a tensor (depend on x). Numbers stand as constants. At most {} nodes.\nscore: a fixed reference network is trained with the function in every non-linearity.",
+                program::MAX_ACTIVATION_NODES
+            ),
+            SpaceKind::Optimizer => writeln!(
+                s,
+                "\nprogram: run on every parameter tensor at every step. Values are scalars (t, lr, beta1, beta2, wd, eps, numbers) or tensors (g, w, state); an expression with a tensor part is a tensor. State is declared in state(...), starts at zero, and must be assigned; statements run in order; exactly one step(e), and the weights become w - e. At most {} statements and {} nodes.\nscore: a fixed reference network is trained with the rule in place of the optimizer, the learning rate tuned over a small grid.",
+                program::MAX_STATEMENTS,
+                program::MAX_RULE_NODES
+            ),
+        };
         if !self.seeds.is_empty() {
             let _ = writeln!(
                 s,

@@ -23,6 +23,51 @@ pub enum Form {
     Residual,
     /// `nb201(e1, ..., e6)`: the NAS-Bench-201 network around one cell with these six edges.
     Nb201,
+    // Elementwise expressions of programs (activation functions, update rules).
+    Neg,
+    Abs,
+    Square,
+    Sqrt,
+    Exp,
+    Log,
+    Sigmoid,
+    Tanh,
+    Erf,
+    Sin,
+    Sign,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+    Pow,
+    Clip,
+    Interp,
+    // Statements of update rules.
+    /// `prog(state(...), s1, ..., sn)`: an update rule.
+    Prog,
+    /// `state(m, v, ...)`: the state tensors an update rule keeps.
+    State,
+    /// `assign(m, e)`: sets state m to e.
+    Assign,
+    /// `step(e)`: the update; the parameter becomes w - e.
+    Step,
+}
+
+/// What a form or operation makes: the sorts of the notation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sort {
+    /// A network module (architectures).
+    Module,
+    /// An elementwise expression (programs).
+    Expr,
+    /// `state(...)`.
+    Decl,
+    /// `assign(...)` or `step(...)`.
+    Stmt,
+    /// `prog(...)`.
+    Program,
 }
 
 /// What a grammar slot of a form may hold.
@@ -36,6 +81,14 @@ pub enum Slot {
     SplitOp,
     /// An aggregation operation.
     MergeOp,
+    /// An expression: a program value (symbol or number) or an expression form.
+    Expr,
+    /// A state declaration, `state(...)`.
+    Decl,
+    /// A statement: `assign(...)` or `step(...)`.
+    Stmt,
+    /// A whole update rule, `prog(...)`.
+    Program,
 }
 
 impl Slot {
@@ -45,6 +98,10 @@ impl Slot {
             Slot::UnaryOp => "a one-input operation",
             Slot::SplitOp => "a branching operation",
             Slot::MergeOp => "an aggregation operation",
+            Slot::Expr => "an expression (a symbol, a number or an expression form)",
+            Slot::Decl => "a state declaration state(...)",
+            Slot::Stmt => "a statement (assign or step)",
+            Slot::Program => "an update rule prog(...)",
         }
     }
 
@@ -55,6 +112,19 @@ impl Slot {
                 | (Slot::UnaryOp, Kind::Unary)
                 | (Slot::SplitOp, Kind::Split)
                 | (Slot::MergeOp, Kind::Merge)
+                | (Slot::Expr, Kind::Value)
+        )
+    }
+
+    /// Whether a form of this sort may stand in the slot.
+    pub fn admits_form(self, sort: Sort) -> bool {
+        matches!(
+            (self, sort),
+            (Slot::Module, Sort::Module)
+                | (Slot::Expr, Sort::Expr)
+                | (Slot::Decl, Sort::Decl)
+                | (Slot::Stmt, Sort::Stmt)
+                | (Slot::Program, Sort::Program)
         )
     }
 }
@@ -66,6 +136,25 @@ pub struct FormSpec {
     /// The slots a grammar production of this form names.
     pub slots: &'static [Slot],
     pub rule: &'static str,
+    /// What the form makes.
+    pub sort: Sort,
+    /// A form whose candidates and grammar productions take any number of parts (at least
+    /// `slots.len()`, each of the last slot's kind); a candidate matches a production with as
+    /// many parts.
+    pub variadic: bool,
+}
+
+macro_rules! expr_form {
+    ($form:ident, $name:literal, $n:literal, $rule:literal) => {
+        FormSpec {
+            form: Form::$form,
+            name: $name,
+            slots: &[Slot::Expr; $n],
+            rule: $rule,
+            sort: Sort::Expr,
+            variadic: false,
+        }
+    };
 }
 
 pub static FORMS: &[FormSpec] = &[
@@ -74,30 +163,92 @@ pub static FORMS: &[FormSpec] = &[
         name: "seq",
         slots: &[Slot::Module, Slot::Module],
         rule: "seq(m1, m2, ...) applies its modules in order; nested seqs flatten",
+        sort: Sort::Module,
+        variadic: false,
     },
     FormSpec {
         form: Form::Branch,
         name: "branch",
         slots: &[Slot::SplitOp, Slot::Module, Slot::MergeOp],
         rule: "branch(b, m1, ..., mk, a): the branching operation b makes k tensors, module mi takes part i (or write one module to copy it k times, without shared weights), the aggregation a merges them",
+        sort: Sort::Module,
+        variadic: false,
     },
     FormSpec {
         form: Form::Route,
         name: "route",
         slots: &[Slot::UnaryOp, Slot::Module, Slot::UnaryOp],
         rule: "route(p, m, r): the routing operation p rearranges the input, m computes, r rearranges back; col2im in r folds to the size recorded by an im2col in p",
+        sort: Sort::Module,
+        variadic: false,
     },
     FormSpec {
         form: Form::Residual,
         name: "residual",
         slots: &[Slot::Module],
         rule: "residual(m) computes x + m(x); m must keep the shape",
+        sort: Sort::Module,
+        variadic: false,
     },
     FormSpec {
         form: Form::Nb201,
         name: "nb201",
         slots: &[Slot::UnaryOp; 6],
         rule: "nb201(e1, e2, e3, e4, e5, e6): the NAS-Bench-201 network (stem 3x3 conv to 16 channels, 3 stages of 5 cells at 16, 32, 64 channels joined by residual reduction blocks, BN-ReLU) whose cell has edges 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2; input height and width divisible by 4",
+        sort: Sort::Module,
+        variadic: false,
+    },
+    expr_form!(Neg, "neg", 1, "neg(a) = -a"),
+    expr_form!(Abs, "abs", 1, "abs(a) = |a|"),
+    expr_form!(Square, "square", 1, "square(a) = a*a"),
+    expr_form!(Sqrt, "sqrt", 1, "sqrt(a) = square root of |a| (safe for negative a)"),
+    expr_form!(Exp, "exp", 1, "exp(a) = e^a, with a clamped to at most 30"),
+    expr_form!(Log, "log", 1, "log(a) = natural log of |a| + 1e-6 (safe at 0)"),
+    expr_form!(Sigmoid, "sigmoid", 1, "sigmoid(a) = 1 / (1 + e^-a)"),
+    expr_form!(Tanh, "tanh", 1, "tanh(a)"),
+    expr_form!(Erf, "erf", 1, "erf(a), the Gauss error function"),
+    expr_form!(Sin, "sin", 1, "sin(a)"),
+    expr_form!(Sign, "sign", 1, "sign(a) = -1, 0 or 1"),
+    expr_form!(Add, "add", 2, "add(a, b) = a + b; a tensor if either part is"),
+    expr_form!(Sub, "sub", 2, "sub(a, b) = a - b"),
+    expr_form!(Mul, "mul", 2, "mul(a, b) = a * b"),
+    expr_form!(Div, "div", 2, "div(a, b) = a / b with a safe denominator: b is replaced by 1e-6 (keeping its sign) where |b| < 1e-6"),
+    expr_form!(Max, "max", 2, "max(a, b), elementwise; max(x, 0) is ReLU"),
+    expr_form!(Min, "min", 2, "min(a, b), elementwise"),
+    expr_form!(Pow, "pow", 2, "pow(a, b) = a^b for scalars only (e.g. pow(beta1, t)); for tensors use square or sqrt"),
+    expr_form!(Clip, "clip", 2, "clip(a, c) clamps a to [-|c|, |c|]; c must be a scalar"),
+    expr_form!(Interp, "interp", 3, "interp(a, b, c) = c*a + (1-c)*b, the moving average of a towards b; c must be a scalar (e.g. interp(m, g, beta1))"),
+    FormSpec {
+        form: Form::Prog,
+        name: "prog",
+        slots: &[Slot::Decl, Slot::Stmt],
+        rule: "prog(state(...), s1, ..., sn): an update rule run on every parameter tensor at every step: declares its state, then runs its statements in order; exactly one statement is a step(...)",
+        sort: Sort::Program,
+        variadic: true,
+    },
+    FormSpec {
+        form: Form::State,
+        name: "state",
+        slots: &[],
+        rule: "state(m, v, ...) declares the state tensors (m, v, u, s) the rule keeps, each zero at the first step; state() declares none; every declared state must be assigned",
+        sort: Sort::Decl,
+        variadic: true,
+    },
+    FormSpec {
+        form: Form::Assign,
+        name: "assign",
+        slots: &[Slot::Expr, Slot::Expr],
+        rule: "assign(m, e) sets the declared state m to the tensor e; later statements see the new value",
+        sort: Sort::Stmt,
+        variadic: false,
+    },
+    FormSpec {
+        form: Form::Step,
+        name: "step",
+        slots: &[Slot::Expr],
+        rule: "step(e) computes the update e, a tensor; the parameter becomes w - e after the statements have run",
+        sort: Sort::Stmt,
+        variadic: false,
     },
 ];
 
@@ -115,6 +266,25 @@ impl Form {
         FORMS.iter().find(|s| s.name == name).map(|s| s.form)
     }
 
+    /// The slot kind of part `i` of a grammar production (variadic forms repeat their last
+    /// slot; `state` takes expressions, its state symbols).
+    pub fn grammar_slot(self, i: usize) -> Slot {
+        let slots = self.spec().slots;
+        match slots.get(i) {
+            Some(&s) => s,
+            None => slots.last().copied().unwrap_or(Slot::Expr),
+        }
+    }
+
+    pub fn sort(self) -> Sort {
+        self.spec().sort
+    }
+
+    /// Whether the parts of the form may be given in any order (they are kept sorted).
+    pub fn commutative(self) -> bool {
+        matches!(self, Form::Add | Form::Mul | Form::Max | Form::Min)
+    }
+
     /// The slot kinds of a form node's children as written in a candidate (with `n` children).
     pub fn child_slot(self, i: usize, n: usize) -> Slot {
         match self {
@@ -122,6 +292,10 @@ impl Form {
             Form::Branch if i + 1 == n => Slot::MergeOp,
             Form::Route if i != 1 => Slot::UnaryOp,
             Form::Nb201 => Slot::UnaryOp,
+            Form::Prog if i == 0 => Slot::Decl,
+            Form::Prog => Slot::Stmt,
+            Form::State => Slot::Expr,
+            f if f.sort() != Sort::Module => Slot::Expr,
             _ => Slot::Module,
         }
     }
@@ -174,6 +348,16 @@ impl Node {
                     let modules = children.into_iter().skip(1).take(n - 2).collect();
                     return Node::branch(b, modules, a);
                 }
+                Node::Form(form, children)
+            }
+            f if f.commutative() => {
+                let mut children = children;
+                children.sort();
+                Node::Form(f, children)
+            }
+            Form::State => {
+                let mut children = children;
+                children.sort();
                 Node::Form(form, children)
             }
             _ => Node::Form(form, children),

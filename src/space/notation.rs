@@ -29,12 +29,17 @@ pub enum Term {
         value: u64,
         span: Span,
     },
+    /// A number with a fraction or a sign: a constant of a program.
+    Num {
+        value: f64,
+        span: Span,
+    },
 }
 
 impl Term {
     pub fn span(&self) -> Span {
         match self {
-            Term::Call { span, .. } | Term::Int { span, .. } => *span,
+            Term::Call { span, .. } | Term::Int { span, .. } | Term::Num { span, .. } => *span,
         }
     }
 }
@@ -139,6 +144,10 @@ impl<'a> Parser<'a> {
         let t = self.bump().clone();
         match t.tok {
             Tok::Int(value) => Ok(Term::Int {
+                value,
+                span: t.span,
+            }),
+            Tok::Float(value) => Ok(Term::Num {
                 value,
                 span: t.span,
             }),
@@ -455,6 +464,7 @@ fn lower(term: &Term, macros: &HashMap<String, Macro>) -> Result<Lowered, Vec<Sy
         &mut errs,
         &mut spans,
         &mut budget,
+        false,
     );
     match node {
         Some(node) if errs.is_empty() => {
@@ -475,6 +485,8 @@ fn lower(term: &Term, macros: &HashMap<String, Macro>) -> Result<Lowered, Vec<Sy
     }
 }
 
+/// `num_ok` says whether a number may stand here as a program constant (in an expression
+/// slot); elsewhere numbers are only arguments of operations.
 fn lower_term(
     t: &Term,
     macros: &HashMap<String, Macro>,
@@ -482,6 +494,7 @@ fn lower_term(
     errs: &mut Vec<SyntaxError>,
     spans: &mut Vec<(String, Span)>,
     budget: &mut usize,
+    num_ok: bool,
 ) -> Option<Node> {
     if *budget == 0 {
         if !errs
@@ -497,6 +510,32 @@ fn lower_term(
     }
     *budget -= 1;
     let (name, args, span) = match t {
+        Term::Int { .. } | Term::Num { .. } if num_ok => {
+            let (value, span) = match *t {
+                Term::Int { value, span } => (value as f64, span),
+                Term::Num { value, span } => (value, span),
+                Term::Call { span, .. } => (0.0, span),
+            };
+            return match ops::const_micros(value) {
+                Ok(c) => {
+                    spans.push(("const".into(), span));
+                    Some(Node::Op(ops::Op::Const(c)))
+                }
+                Err(message) => {
+                    errs.push(SyntaxError { message, span });
+                    None
+                }
+            };
+        }
+        Term::Num { value, span } => {
+            errs.push(SyntaxError {
+                message: format!(
+                    "expected an operation or form, found the number {value} (numbers stand as constants only inside expressions of programs)"
+                ),
+                span: *span,
+            });
+            return None;
+        }
         Term::Int { value, span } => {
             errs.push(SyntaxError {
                 message: format!(
@@ -516,7 +555,7 @@ fn lower_term(
             });
             return None;
         }
-        return lower_term(bound, macros, &HashMap::new(), errs, spans, budget);
+        return lower_term(bound, macros, &HashMap::new(), errs, spans, budget, num_ok);
     }
     if let Some(m) = macros.get(name) {
         let given = args.as_deref().unwrap_or(&[]);
@@ -538,9 +577,12 @@ fn lower_term(
             .cloned()
             .zip(given.iter().map(|a| substitute(a, env)))
             .collect();
-        return lower_term(&m.body, macros, &inner, errs, spans, budget);
+        return lower_term(&m.body, macros, &inner, errs, spans, budget, num_ok);
     }
-    if let Some(form) = Form::by_name(name) {
+    // Some names are both an operation and an expression form (`tanh`, `sigmoid`, `add`):
+    // with parts it is the form, alone the operation.
+    if let Some(form) = Form::by_name(name).filter(|_| args.is_some() || ops::spec(name).is_none())
+    {
         let Some(args) = args else {
             errs.push(SyntaxError {
                 message: format!(
@@ -557,8 +599,9 @@ fn lower_term(
             Form::Route => 3,
             Form::Residual => 1,
             Form::Nb201 => 6,
+            f => f.spec().slots.len(),
         };
-        let exact = !matches!(form, Form::Seq | Form::Branch);
+        let exact = !matches!(form, Form::Seq | Form::Branch) && !form.spec().variadic;
         if args.len() < min || (exact && args.len() != min) {
             errs.push(SyntaxError {
                 message: format!(
@@ -575,8 +618,10 @@ fn lower_term(
         spans.push((name.clone(), span));
         let mut children = Vec::with_capacity(args.len());
         let mut ok = true;
-        for a in args {
-            match lower_term(a, macros, env, errs, spans, budget) {
+        let n = args.len();
+        for (i, a) in args.iter().enumerate() {
+            let num_ok = form.child_slot(i, n) == super::node::Slot::Expr;
+            match lower_term(a, macros, env, errs, spans, budget, num_ok) {
                 Some(c) => children.push(c),
                 None => ok = false,
             }
@@ -655,6 +700,7 @@ fn substitute(t: &Term, env: &HashMap<String, Term>) -> Term {
 fn term_text(t: &Term) -> String {
     match t {
         Term::Int { value, .. } => value.to_string(),
+        Term::Num { value, .. } => value.to_string(),
         Term::Call {
             name, args: None, ..
         } => name.clone(),
@@ -674,14 +720,16 @@ fn term_text(t: &Term) -> String {
 /// head name in order; good enough to point at the right place in the text.
 fn respan(node: &Node, written: &[(String, Span)]) -> Vec<Span> {
     let mut out = Vec::with_capacity(node.size());
+    let mut used = vec![false; written.len()];
     let mut cursor = 0;
     node.walk(&mut |_, n| {
         let head = n.head();
-        let mut k = cursor;
-        while k < written.len() && written[k].0 != head {
-            k += 1;
-        }
-        if k < written.len() {
+        let found = (cursor..written.len())
+            .find(|&k| !used[k] && written[k].0 == head)
+            // Sorted parts (commutative forms) move nodes back: look from the start too.
+            .or_else(|| (0..written.len()).find(|&k| !used[k] && written[k].0 == head));
+        if let Some(k) = found {
+            used[k] = true;
             out.push(written[k].1);
             cursor = k + 1;
         } else {

@@ -16,6 +16,9 @@ pub enum Kind {
     Split,
     /// k tensors in, one out: einspace's aggregation functions.
     Merge,
+    /// A value in a program (activation function or update rule): a symbol such as `x`, `g`
+    /// or `lr`, or a number.
+    Value,
 }
 
 impl Kind {
@@ -24,6 +27,7 @@ impl Kind {
             Kind::Unary => "unary operation",
             Kind::Split => "branching operation",
             Kind::Merge => "aggregation operation",
+            Kind::Value => "program value",
         }
     }
 }
@@ -73,6 +77,122 @@ impl Perm {
     }
 }
 
+/// A symbol of a program: the activation's input, the update rule's inputs and
+/// hyperparameters, and the state tensors an update rule may declare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Sym {
+    /// The activation function's input.
+    X,
+    /// The gradient of the loss with respect to a parameter tensor.
+    G,
+    /// The parameter tensor (before this step's update).
+    W,
+    /// The step number, 1 at the first update.
+    T,
+    Lr,
+    Beta1,
+    Beta2,
+    Wd,
+    Eps,
+    /// State tensors an update rule may declare with `state(...)`; they start at zero and
+    /// persist across steps.
+    M,
+    V,
+    U,
+    S,
+}
+
+impl Sym {
+    pub const ALL: [Sym; 13] = [
+        Sym::X,
+        Sym::G,
+        Sym::W,
+        Sym::T,
+        Sym::Lr,
+        Sym::Beta1,
+        Sym::Beta2,
+        Sym::Wd,
+        Sym::Eps,
+        Sym::M,
+        Sym::V,
+        Sym::U,
+        Sym::S,
+    ];
+    /// The state tensors, in declaration order.
+    pub const STATE: [Sym; 4] = [Sym::M, Sym::V, Sym::U, Sym::S];
+    /// The symbols an update rule may read besides its state.
+    pub const OPTIMIZER_INPUTS: [Sym; 8] = [
+        Sym::G,
+        Sym::W,
+        Sym::T,
+        Sym::Lr,
+        Sym::Beta1,
+        Sym::Beta2,
+        Sym::Wd,
+        Sym::Eps,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Sym::X => "x",
+            Sym::G => "g",
+            Sym::W => "w",
+            Sym::T => "t",
+            Sym::Lr => "lr",
+            Sym::Beta1 => "beta1",
+            Sym::Beta2 => "beta2",
+            Sym::Wd => "wd",
+            Sym::Eps => "eps",
+            Sym::M => "m",
+            Sym::V => "v",
+            Sym::U => "u",
+            Sym::S => "s",
+        }
+    }
+
+    /// Whether the symbol holds one number (a hyperparameter or the step) rather than a tensor.
+    pub fn is_scalar(self) -> bool {
+        matches!(
+            self,
+            Sym::T | Sym::Lr | Sym::Beta1 | Sym::Beta2 | Sym::Wd | Sym::Eps
+        )
+    }
+
+    pub fn is_state(self) -> bool {
+        matches!(self, Sym::M | Sym::V | Sym::U | Sym::S)
+    }
+
+    /// The symbol's bit in [`Ctx::bound`] (state symbols only).
+    pub fn bit(self) -> u8 {
+        match self {
+            Sym::M => 1,
+            Sym::V => 2,
+            Sym::U => 4,
+            Sym::S => 8,
+            _ => 0,
+        }
+    }
+}
+
+/// Numbers in programs are kept in millionths, so that operations stay `Eq` and `Hash` and a
+/// number prints back as written.
+pub const CONST_SCALE: f64 = 1e6;
+
+/// The constant `x` in millionths, or why it cannot be one.
+pub fn const_micros(x: f64) -> Result<i64, String> {
+    let scaled = x * CONST_SCALE;
+    if !scaled.is_finite() || scaled.abs() > 1e15 {
+        return Err(format!("the number {x} is too large for a constant"));
+    }
+    let r = scaled.round();
+    if (scaled - r).abs() > 1e-3 {
+        return Err(format!(
+            "the number {x} has more than 6 decimal places; constants are written to millionths"
+        ));
+    }
+    Ok(r as i64)
+}
+
 /// One instance of a built-in operation, with its arguments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Op {
@@ -85,16 +205,26 @@ pub enum Op {
     PosEnc,
     // einspace routing
     Permute(Perm),
-    Im2Col { k: u32, s: u32, p: u32 },
+    Im2Col {
+        k: u32,
+        s: u32,
+        p: u32,
+    },
     Col2Im,
     // einspace branching
     Clone(u32),
-    Group { k: u32, dim: u32 },
+    Group {
+        k: u32,
+        dim: u32,
+    },
     // einspace aggregation
     DotProduct,
     ScaledDotProduct,
     Add,
-    Cat { dim: u32, k: u32 },
+    Cat {
+        dim: u32,
+        k: u32,
+    },
     // NAS-Bench-201 cell edges
     Zero,
     SkipConnect,
@@ -107,6 +237,10 @@ pub enum Op {
     Silu,
     Sigmoid,
     BatchNorm,
+    // program values
+    Sym(Sym),
+    /// A number, in millionths (see [`CONST_SCALE`]).
+    Const(i64),
 }
 
 /// The static description of an operation family: its name, parameters and rule in words.
@@ -201,6 +335,19 @@ pub static OPS: &[OpSpec] = &[
     spec!("batchnorm", [], Unary,
         "BatchNorm over the last dimension of a vec tensor (features), over channels of an im tensor",
         |_| Ok(Op::BatchNorm)),
+    spec!("x", [], Value, "tensor: the activation function's input", |_| Ok(Op::Sym(Sym::X))),
+    spec!("g", [], Value, "tensor: the gradient of the loss for this parameter tensor", |_| Ok(Op::Sym(Sym::G))),
+    spec!("w", [], Value, "tensor: the parameter tensor before this step", |_| Ok(Op::Sym(Sym::W))),
+    spec!("t", [], Value, "scalar: the step number, 1 at the first update", |_| Ok(Op::Sym(Sym::T))),
+    spec!("lr", [], Value, "scalar: the learning rate (tuned over a grid per program)", |_| Ok(Op::Sym(Sym::Lr))),
+    spec!("beta1", [], Value, "scalar hyperparameter, 0.9 by default", |_| Ok(Op::Sym(Sym::Beta1))),
+    spec!("beta2", [], Value, "scalar hyperparameter, 0.999 by default", |_| Ok(Op::Sym(Sym::Beta2))),
+    spec!("wd", [], Value, "scalar: the weight decay, 0.01 by default", |_| Ok(Op::Sym(Sym::Wd))),
+    spec!("eps", [], Value, "scalar: a small number, 1e-8 by default", |_| Ok(Op::Sym(Sym::Eps))),
+    spec!("m", [], Value, "tensor: state declared with state(...), zero at the first step, kept across steps", |_| Ok(Op::Sym(Sym::M))),
+    spec!("v", [], Value, "tensor: state declared with state(...), zero at the first step, kept across steps", |_| Ok(Op::Sym(Sym::V))),
+    spec!("u", [], Value, "tensor: state declared with state(...), zero at the first step, kept across steps", |_| Ok(Op::Sym(Sym::U))),
+    spec!("s", [], Value, "tensor: state declared with state(...), zero at the first step, kept across steps", |_| Ok(Op::Sym(Sym::S))),
 ];
 
 /// The spec of the family called `name`, if there is one.
@@ -242,6 +389,19 @@ pub fn mul(xs: &[u64]) -> u64 {
 pub struct Ctx {
     /// The H'xW' recorded by the nearest enclosing `im2col`, for `col2im`.
     pub fold: Option<(u64, u64)>,
+    /// In programs: the state tensors declared so far ([`Sym::bit`]), so that the sampler
+    /// draws only state that exists; [`Ctx::DECLARING`] inside `state(...)`.
+    pub bound: u8,
+}
+
+impl Ctx {
+    /// Inside `state(...)`, where any state symbol may be named.
+    pub const DECLARING: u8 = 0x80;
+
+    /// Whether a program may read or name `s` here.
+    pub fn binds(&self, s: Sym) -> bool {
+        !s.is_state() || self.bound & (s.bit() | Ctx::DECLARING) != 0
+    }
 }
 
 /// A shape rule that did not hold: what was wrong, in words, plus the rule that was broken.
@@ -307,6 +467,16 @@ impl Op {
             Op::Silu => "silu",
             Op::Sigmoid => "sigmoid",
             Op::BatchNorm => "batchnorm",
+            Op::Sym(s) => s.name(),
+            Op::Const(_) => "const",
+        }
+    }
+
+    /// The value of a constant.
+    pub fn const_value(&self) -> Option<f64> {
+        match *self {
+            Op::Const(c) => Some(c as f64 / CONST_SCALE),
+            _ => None,
         }
     }
 
@@ -330,6 +500,7 @@ impl Op {
         match self {
             Op::Clone(_) | Op::Group { .. } => Kind::Split,
             Op::DotProduct | Op::ScaledDotProduct | Op::Add | Op::Cat { .. } => Kind::Merge,
+            Op::Sym(_) | Op::Const(_) => Kind::Value,
             _ => Kind::Unary,
         }
     }
@@ -432,6 +603,10 @@ impl Op {
                 }
                 Ok(x)
             }
+            Op::Sym(_) | Op::Const(_) => Err(fail(
+                "program values (symbols such as x, g, lr and numbers) stand only in activation functions and update rules",
+                format_args!("{self} is not an operation on tensors"),
+            )),
             Op::Clone(_)
             | Op::Group { .. }
             | Op::DotProduct
@@ -617,6 +792,9 @@ impl Op {
 
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(x) = self.const_value() {
+            return write!(f, "{x}");
+        }
         f.write_str(self.name())?;
         let args = self.args();
         if !args.is_empty() {
@@ -684,11 +862,18 @@ mod tests {
         assert_eq!(y, Shape::col(256, 27));
         let ctx = Ctx {
             fold: Some((16, 16)),
+            ..Ctx::default()
         };
         let z = Op::Col2Im.apply(Shape::col(256, 64), &ctx).unwrap();
         assert_eq!(z, Shape::im(64, 16, 16));
         let e = Op::Col2Im
-            .apply(Shape::col(64, 8), &Ctx { fold: Some((7, 7)) })
+            .apply(
+                Shape::col(64, 8),
+                &Ctx {
+                    fold: Some((7, 7)),
+                    ..Ctx::default()
+                },
+            )
             .unwrap_err();
         assert_eq!(e.message, "64 positions cannot fold to 7x7");
     }

@@ -226,6 +226,7 @@ impl<'g> Sampler<'g> {
                     (y == x).then(|| (Node::Form(Form::Residual, vec![m]), x))
                 }
                 Form::Nb201 => self.nb201(d, slots, x, ctx, depth),
+                _ => self.program_form(d, f, slots, x, ctx, depth),
             };
             if let Some((n, y)) = r {
                 return Some((n, Got::Shape(y)));
@@ -304,7 +305,10 @@ impl<'g> Sampler<'g> {
     ) -> Option<(Node, Shape)> {
         let (p, y) = self.unary(d, slots[0], x, ctx, depth)?;
         let inner = match &p {
-            Node::Op(op) => op.fold_size(x).map_or(ctx, |hw| Ctx { fold: Some(hw) }),
+            Node::Op(op) => op.fold_size(x).map_or(ctx, |hw| Ctx {
+                fold: Some(hw),
+                ..ctx
+            }),
             _ => ctx,
         };
         let (m, z) = self.unary(d, slots[1], y, inner, depth)?;
@@ -335,6 +339,55 @@ impl<'g> Sampler<'g> {
     }
 }
 
+impl Sampler<'_> {
+    /// Expression and statement forms: each part drawn in order from its slot. Programs take
+    /// no shape, so every part sees the input unchanged; what flows is the set of declared
+    /// state, so that statements read and assign only state that exists.
+    fn program_form<R: Rng>(
+        &self,
+        d: &mut Draw<'_, R>,
+        f: Form,
+        slots: &[SymId],
+        x: Shape,
+        ctx: Ctx,
+        depth: usize,
+    ) -> Option<(Node, Shape)> {
+        let mut ctx = ctx;
+        if f == Form::State {
+            ctx.bound = Ctx::DECLARING;
+        }
+        let mut parts = Vec::with_capacity(slots.len());
+        for (i, &s) in slots.iter().enumerate() {
+            let (n, _) = self.unary(d, s, x, ctx, depth)?;
+            if f == Form::Prog && i == 0 {
+                ctx.bound = declared(&n);
+            }
+            parts.push(n);
+        }
+        if f == Form::State {
+            // Declaring a state twice is an error; redraw instead.
+            let mut seen = 0u8;
+            for p in &parts {
+                if let Node::Op(Op::Sym(s)) = p {
+                    if seen & s.bit() != 0 {
+                        return None;
+                    }
+                    seen |= s.bit();
+                }
+            }
+        }
+        Some((Node::form(f, parts), x))
+    }
+}
+
+/// The state a `state(...)` node declares, as [`Ctx::bound`] bits.
+pub fn declared(decl: &Node) -> u8 {
+    decl.children().iter().fold(0, |acc, c| match c {
+        Node::Op(Op::Sym(s)) => acc | s.bit(),
+        _ => acc,
+    })
+}
+
 fn form_may_fit(f: Form, want: Want<'_>) -> bool {
     match (f, want) {
         (Form::Nb201, Want::Unary(x)) => {
@@ -361,6 +414,10 @@ fn apply(op: &Op, want: Want<'_>, ctx: &Ctx) -> Option<Got> {
             .ok()
             .filter(|y| !y.too_large())
             .map(Got::Shape),
+        (Kind::Value, Want::Unary(x)) => match op {
+            Op::Sym(s) if !ctx.binds(*s) => None,
+            _ => Some(Got::Shape(x)),
+        },
         _ => None,
     }
 }

@@ -138,7 +138,10 @@ fn build(
         Node::Form(Form::Route, ch) if ch.len() == 3 => {
             let (pre, y) = build(&(p / 0), &ch[0], x, ctx)?;
             let inner = match &ch[0] {
-                Node::Op(op) => op.fold_size(x).map(|hw| Ctx { fold: Some(hw) }),
+                Node::Op(op) => op.fold_size(x).map(|hw| Ctx {
+                    fold: Some(hw),
+                    ..ctx
+                }),
                 _ => None,
             }
             .unwrap_or(ctx);

@@ -9,11 +9,14 @@
 //! - [`recipe`]: optimiser, schedule, regularisation and budgets.
 //! - [`trainer`]: the loop, the result, failures as values, the early-stopping hook.
 //! - [`device`]: parsing `auto`, `cpu`, `cuda` and `cuda:N`.
+//! - [`program`]: activation functions and update rules compiled to tch operations, and
+//!   their evaluation on a reference network.
 
 pub mod compile;
 pub mod data;
 pub mod device;
 pub mod npy;
+pub mod program;
 pub mod recipe;
 pub mod synth;
 pub mod task;
