@@ -3,9 +3,13 @@
 //!
 //! The library is organised as the loop's data flows: [`space`] (what a candidate may be:
 //! grammars, the candidate notation, validation, sampling, mutation), [`llm`] (model
-//! providers, prompts, reply parsing, recorded exchanges that replay) and [`train`] (compile a
-//! candidate to tch, datasets and tasks, the training recipe).
+//! providers, prompts, reply parsing, recorded exchanges that replay), [`train`] (compile a
+//! candidate to tch, datasets and tasks, the training recipe), [`search`] (strategies that
+//! propose candidates from the history) and [`run`] (the agent loop, the run folder, its
+//! journal, resume and replay).
 
 pub mod llm;
+pub mod run;
+pub mod search;
 pub mod space;
 pub mod train;

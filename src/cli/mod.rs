@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod prompt;
+mod run;
 
 /// archsmith: synthesise neural architectures and tensor programs with a language model in
 /// the loop.
@@ -37,6 +38,16 @@ pub enum Command {
     /// Show what the language model is asked: render a step's prompt without sending it.
     #[command(subcommand)]
     Prompt(prompt::PromptCmd),
+    /// Run a search: the built-in default experiment, or one from --config, with overrides.
+    Run(run::RunArgs),
+    /// Continue a run from its journal after a crash, a kill or a raised budget.
+    Resume(run::ResumeArgs),
+    /// Run a recorded run again, answering model calls from its llm.jsonl, and compare.
+    Replay(run::ReplayArgs),
+    /// List the runs in a folder: strategy, evaluations, best score, cost, status.
+    Runs(run::RunsArgs),
+    /// A run's summary and its best candidates.
+    Show(run::ShowArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -181,6 +192,11 @@ pub fn run() -> Result<ExitCode> {
         Command::Mutate(a) => mutate(a),
         Command::Crossover(a) => crossover(a),
         Command::Prompt(c) => prompt::run(c),
+        Command::Run(a) => run::run(a),
+        Command::Resume(a) => run::resume(a),
+        Command::Replay(a) => run::replay(a),
+        Command::Runs(a) => run::runs(a),
+        Command::Show(a) => run::show(a),
     }
 }
 

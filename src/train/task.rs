@@ -224,10 +224,12 @@ impl Task {
             .unwrap_or_else(|| "read from the data".into());
         s += &format!("\ninput:   {input}\nclasses: {classes}\nmetric:  accuracy (validation; test on request)\n");
         match &self.source {
-            Source::Synthetic { sizes, seed, .. } => s += &format!(
+            Source::Synthetic { sizes, seed, .. } => {
+                s += &format!(
                 "data:    synthetic, {} train / {} valid / {} test examples, data seed {seed}\n",
                 sizes.0, sizes.1, sizes.2
-            ),
+            )
+            }
             Source::Npy { dir } | Source::Idx { dir } | Source::Cifar { dir, .. } => {
                 s += &format!("data:    {}\n", dir.display())
             }
