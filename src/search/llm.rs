@@ -262,14 +262,14 @@ impl LlmStrategy {
             n: usize,
         }
         let mut pc = self.propose_ctx(ctx, n);
-        pc.history = ctx
+        let best: Vec<Observation> = ctx
             .history
             .ranked()
             .into_iter()
             .take(20)
             .cloned()
-            .map(|o| history_rows(std::slice::from_ref(&o)).remove(0))
             .collect();
+        pc.history = history_rows(&best);
         let target = ctx.history.best().and_then(|b| b.score);
         pc.target = target;
         let view = PlansView {
