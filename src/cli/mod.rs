@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 mod prompt;
 mod run;
+mod train;
 
 /// archsmith: synthesise neural architectures and tensor programs with a language model in
 /// the loop.
@@ -48,6 +49,11 @@ pub enum Command {
     Runs(run::RunsArgs),
     /// A run's summary and its best candidates.
     Show(run::ShowArgs),
+    /// Train one candidate on a task and print the result as JSON.
+    Train(train::TrainArgs),
+    /// List the tasks or show one.
+    #[command(subcommand)]
+    Task(train::TaskCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -197,6 +203,8 @@ pub fn run() -> Result<ExitCode> {
         Command::Replay(a) => run::replay(a),
         Command::Runs(a) => run::runs(a),
         Command::Show(a) => run::show(a),
+        Command::Train(a) => train::run(a),
+        Command::Task(c) => train::task(c),
     }
 }
 

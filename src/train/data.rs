@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 /// One split: `x` float32 [N, ...input], `y` int64 [N].
+#[derive(Debug)]
 pub struct Split {
     pub x: Tensor,
     pub y: Tensor,
@@ -49,6 +50,7 @@ impl Split {
 }
 
 /// A dataset ready for training: examples of shape `input`, labels in `0..classes`.
+#[derive(Debug)]
 pub struct Data {
     pub name: String,
     pub input: Shape,
@@ -169,7 +171,7 @@ impl Data {
         }
     }
 
-    /// Splits the last `fraction` of a training set off as the validation split.
+    /// Splits the last tenth of a training set off as the validation split.
     fn hold_out(name: String, input: Shape, classes: u64, all: Split, test: Split) -> Data {
         let n = all.len();
         let v = (n / 10).max(1).min(n.saturating_sub(1));
