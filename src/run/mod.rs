@@ -444,6 +444,37 @@ pub fn summary(dir: &Path) -> Result<RunSummary> {
     })
 }
 
+/// One evaluation of a run's trajectory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrajectoryPoint {
+    pub eval: u64,
+    pub hash: String,
+    pub candidate: String,
+    pub score: Option<f64>,
+    /// Best score up to and including this evaluation.
+    pub best: Option<f64>,
+}
+
+/// The run's trajectory re-derived from its journal, without training anything.
+pub fn trajectory(dir: &Path) -> Result<Vec<TrajectoryPoint>> {
+    let s = summary(dir)?;
+    let read = read_journal(&dir.join("journal.jsonl"))?;
+    let finished = read.events.iter().filter_map(|e| match e {
+        Event::TrainFinished(t) => Some(t),
+        _ => None,
+    });
+    Ok(finished
+        .zip(s.trajectory)
+        .map(|(t, best)| TrajectoryPoint {
+            eval: t.eval,
+            hash: t.hash.clone(),
+            candidate: t.candidate.clone(),
+            score: t.score,
+            best,
+        })
+        .collect())
+}
+
 /// The runs in `root` (folders holding a journal), oldest first.
 pub fn list_runs(root: &Path) -> Result<Vec<RunSummary>> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
