@@ -509,55 +509,70 @@ impl<'a> Runner<'a> {
 
     fn run_loop(&mut self) -> Result<(String, String), RunError> {
         loop {
-            self.progress.update(&self.status());
-            if let Some(b) = self.budget_spent() {
-                let msg = b.message.clone();
-                self.skip_queue()?;
-                self.log(Event::Budget(b))?;
-                return Ok(("completed".into(), msg));
-            }
-            if let Some(q) = self.queue.pop_front() {
-                self.evaluate(q)?;
-                continue;
-            }
-            match self.propose_round() {
-                Ok(0) => {
-                    self.stall += 1;
-                    if self.stall >= self.exp.settings.budget.stall_rounds {
-                        let msg =
-                            format!("{} rounds in a row gave no new valid candidate", self.stall);
-                        self.log(Event::Budget(BudgetEvent {
-                            limit: "stall".into(),
-                            used: self.stall as f64,
-                            max: self.exp.settings.budget.stall_rounds as f64,
-                            message: msg.clone(),
-                        }))?;
-                        return Ok(("exhausted".into(), msg));
-                    }
-                }
-                Ok(_) => self.stall = 0,
-                Err(e) if e.is_budget() => {
-                    let msg = e.to_string();
-                    let (tokens, _) = self.usage();
-                    self.log(Event::Budget(BudgetEvent {
-                        limit: "llm".into(),
-                        used: tokens as f64,
-                        max: 0.0,
-                        message: msg.clone(),
-                    }))?;
-                    return Ok(("completed".into(), msg));
-                }
-                Err(SearchError::Exhausted) => {
-                    return Ok(("exhausted".into(), SearchError::Exhausted.to_string()))
-                }
-                Err(e) => {
-                    return Err(RunError::Search {
-                        dir: self.dir.display().to_string(),
-                        source: e,
-                    })
-                }
+            if let Some(end) = self.step()? {
+                return Ok(end);
             }
         }
+    }
+
+    /// One turn of the loop: train the next queued candidate, or ask the strategy for a round
+    /// of proposals when none is queued. Returns the status and reason when the run ends.
+    pub fn step(&mut self) -> Result<Option<(String, String)>, RunError> {
+        self.progress.update(&self.status());
+        if let Some(b) = self.budget_spent() {
+            let msg = b.message.clone();
+            self.skip_queue()?;
+            self.log(Event::Budget(b))?;
+            return Ok(Some(("completed".into(), msg)));
+        }
+        if let Some(q) = self.queue.pop_front() {
+            self.evaluate(q)?;
+            return Ok(None);
+        }
+        match self.propose_round() {
+            Ok(0) => {
+                self.stall += 1;
+                if self.stall >= self.exp.settings.budget.stall_rounds {
+                    let msg = format!("{} rounds in a row gave no new valid candidate", self.stall);
+                    self.log(Event::Budget(BudgetEvent {
+                        limit: "stall".into(),
+                        used: self.stall as f64,
+                        max: self.exp.settings.budget.stall_rounds as f64,
+                        message: msg.clone(),
+                    }))?;
+                    return Ok(Some(("exhausted".into(), msg)));
+                }
+                Ok(None)
+            }
+            Ok(_) => {
+                self.stall = 0;
+                Ok(None)
+            }
+            Err(e) if e.is_budget() => {
+                let msg = e.to_string();
+                let (tokens, _) = self.usage();
+                self.log(Event::Budget(BudgetEvent {
+                    limit: "llm".into(),
+                    used: tokens as f64,
+                    max: 0.0,
+                    message: msg.clone(),
+                }))?;
+                Ok(Some(("completed".into(), msg)))
+            }
+            Err(SearchError::Exhausted) => Ok(Some((
+                "exhausted".into(),
+                SearchError::Exhausted.to_string(),
+            ))),
+            Err(e) => Err(RunError::Search {
+                dir: self.dir.display().to_string(),
+                source: e,
+            }),
+        }
+    }
+
+    /// Evaluations done so far.
+    pub fn evaluations(&self) -> u64 {
+        self.state.evaluations
     }
 
     /// Valid new proposals left when the budget ran out are journaled as skipped, so that a
