@@ -26,7 +26,16 @@ fn every_example_config_resolves() {
 fn dry_run_settles_auto_and_applies_flags() {
     let out = Command::cargo_bin("archsmith")
         .unwrap()
-        .args(["run", "--dry-run", "--evals", "7", "--seed", "3", "--task", "glyph-sum"])
+        .args([
+            "run",
+            "--dry-run",
+            "--evals",
+            "7",
+            "--seed",
+            "3",
+            "--task",
+            "glyph-sum",
+        ])
         .env_remove("OPENAI_API_KEY")
         .output()
         .unwrap();
@@ -50,5 +59,8 @@ fn dry_run_settles_auto_and_applies_flags() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("strategy llm (auto): OPENAI_API_KEY is set"), "{err}");
+    assert!(
+        err.contains("strategy llm (auto): OPENAI_API_KEY is set"),
+        "{err}"
+    );
 }

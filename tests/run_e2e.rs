@@ -133,6 +133,11 @@ fn every_classical_strategy_runs_and_records() {
         assert_eq!(s.status, "completed");
         assert!(s.best.is_some(), "{strategy}: no best");
         assert!(dir.join("best.arch").is_file() && dir.join("config.toml").is_file());
+        assert!(
+            dir.join("best.ot").is_file(),
+            "{strategy}: the best's weights"
+        );
+        assert!(!dir.join(".last.ot").exists());
         // Each training has its learning curve in the journal.
         let epochs = events(&dir)
             .iter()

@@ -4,7 +4,7 @@
 //! - `config.toml`: the resolved settings (a concrete strategy, never `auto`),
 //! - `journal.jsonl`: typed events (see [`journal`]), each synced before the loop goes on,
 //! - `llm.jsonl`: every model exchange (the llm module's `RecordWriter`),
-//! - `best.arch` / `best.json`: the best candidate so far,
+//! - `best.arch` / `best.json` / `best.ot`: the best candidate so far and its trained weights,
 //! - `run.log`: the tracing log.
 //!
 //! [`prepare_new`], [`prepare_resume`] and [`prepare_replay`] settle everything (settings,
@@ -211,7 +211,12 @@ impl Prepared {
             max_params: self.exp.check.limits.max_params,
             test: false,
         };
-        let evaluator = TchEvaluator { data, opts };
+        // Weights of a small candidate are cheap to keep; the best's stay as `best.ot`.
+        let evaluator = TchEvaluator {
+            data,
+            opts,
+            weights_to: Some(self.dir.join(".last.ot")),
+        };
         self.run_with(Box::new(evaluator), progress)
     }
 

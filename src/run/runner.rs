@@ -32,6 +32,8 @@ pub struct Evaluation {
     pub flops: u64,
     pub stopped_early: bool,
     pub wall_seconds: f64,
+    /// Where the trained weights were saved, if they were.
+    pub weights: Option<PathBuf>,
 }
 
 /// Scores a candidate; the loop's one boundary to training.
@@ -53,6 +55,8 @@ pub trait Evaluator {
 pub struct TchEvaluator {
     pub data: Data,
     pub opts: TrainOptions,
+    /// Save each candidate's weights here (the loop keeps the best's as `best.ot`).
+    pub weights_to: Option<PathBuf>,
 }
 
 impl Evaluator for TchEvaluator {
@@ -62,13 +66,18 @@ impl Evaluator for TchEvaluator {
         analysis: &Analysis,
         on_epoch: &mut dyn FnMut(&Epoch) -> Flow,
     ) -> Evaluation {
-        let r = crate::train::train(
+        let r = crate::train::train_saving(
             node,
             analysis,
             &self.data,
             &self.opts,
             &mut OnEpoch(|e: &Epoch| on_epoch(e)),
+            self.weights_to.as_deref(),
         );
+        let weights = self
+            .weights_to
+            .clone()
+            .filter(|p| r.failure.is_none() && p.is_file());
         Evaluation {
             score: r.score.filter(|_| r.failure.is_none()),
             failure: r.failure,
@@ -77,6 +86,7 @@ impl Evaluator for TchEvaluator {
             flops: r.flops,
             stopped_early: r.stopped_early,
             wall_seconds: r.wall_seconds,
+            weights,
         }
     }
 
@@ -131,6 +141,7 @@ impl Evaluator for FakeEvaluator {
             flops: analysis.flops,
             stopped_early: stopped,
             wall_seconds: 0.0,
+            weights: None,
         }
     }
 
@@ -784,6 +795,16 @@ impl<'a> Runner<'a> {
         let after = self.state.history.best().cloned();
         if let Some(b) = after.filter(|b| Some(&b.hash) != before.as_ref()) {
             write_best(&self.dir, &b).map_err(RunError::Io)?;
+            if let Some(w) = &r.weights {
+                let to = self.dir.join("best.ot");
+                std::fs::rename(w, &to)
+                    .map_err(|e| RunError::Io(format!("cannot write {}: {e}", to.display())))?;
+            } else {
+                // Stale weights of an earlier best must not pass for this one's.
+                let _ = std::fs::remove_file(self.dir.join("best.ot"));
+            }
+        } else if let Some(w) = &r.weights {
+            let _ = std::fs::remove_file(w);
         }
         Ok(())
     }
