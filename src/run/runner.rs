@@ -857,6 +857,136 @@ pub fn write_best(dir: &Path, b: &Observation) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::config::Settings;
+    use crate::run::journal::read_journal;
+    use crate::search::{Origin, Proposal};
+
+    fn experiment(extra: &str) -> Experiment {
+        let text = format!(
+            "seed = 3\n[space.limits]\nmax_params = 30000\nmax_flops = 3000000\n[strategy]\nkind = \"random\"\n{extra}"
+        );
+        let s = Settings::from_toml(&text, "t").unwrap();
+        s.validate("t").unwrap();
+        Experiment::resolve(s, "t").unwrap()
+    }
+
+    fn runner<'a>(exp: &'a Experiment, dir: &Path, strategy: Box<dyn Strategy + 'a>) -> Runner<'a> {
+        Runner::new(
+            exp,
+            dir.to_path_buf(),
+            "t".into(),
+            Journal::create(&dir.join("journal.jsonl")).unwrap(),
+            strategy,
+            Box::new(FakeEvaluator { epochs: 2 }),
+            None,
+            Recovered {
+                history: History::new(true),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// Proposes the same candidate every round.
+    struct Parrot;
+    impl Strategy for Parrot {
+        fn name(&self) -> &'static str {
+            "parrot"
+        }
+        fn propose(
+            &mut self,
+            ctx: &mut Context<'_>,
+            _n: usize,
+        ) -> Result<Vec<Proposal>, SearchError> {
+            let mut p = ctx.fresh_sample()?;
+            let (node, a) =
+                ctx.space
+                    .sample(ctx.input, &ctx.check, &mut ChaCha8Rng::seed_from_u64(1))?;
+            p.text = node.to_string();
+            p.checked = Ok((node, a));
+            p.origin = Origin::Sample;
+            Ok(vec![p.clone(), p])
+        }
+    }
+
+    #[test]
+    fn duplicates_are_never_trained_and_a_stalled_search_ends() {
+        let exp = experiment("[budget]\nevaluations = 10\nstall_rounds = 3\n");
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = runner(&exp, dir.path(), Box::new(Parrot));
+        let out = r.run("new", "").unwrap();
+        assert_eq!(out.status, "exhausted");
+        assert_eq!(out.evaluations, 1);
+        let ev = read_journal(&dir.path().join("journal.jsonl"))
+            .unwrap()
+            .events;
+        let dups = ev
+            .iter()
+            .filter(|e| matches!(e, Event::Validation(v) if v.verdict == Verdict::Duplicate))
+            .count();
+        // Round 0: one valid, one duplicate; rounds 1-3: two duplicates each.
+        assert_eq!(dups, 7);
+        assert!(ev
+            .iter()
+            .any(|e| matches!(e, Event::Budget(b) if b.limit == "stall")));
+    }
+
+    #[test]
+    fn budgets_stop_the_run_and_are_journaled() {
+        let exp = experiment("[budget]\nevaluations = 4\n");
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = runner(&exp, dir.path(), Box::new(crate::search::random::Random));
+        let out = r.run("new", "").unwrap();
+        assert_eq!((out.status.as_str(), out.evaluations), ("completed", 4));
+        let ev = read_journal(&dir.path().join("journal.jsonl"))
+            .unwrap()
+            .events;
+        assert!(ev.iter().any(|e| matches!(e, Event::Budget(b)
+            if b.limit == "evaluations" && b.used == 4.0 && b.max == 4.0)));
+        assert!(matches!(ev.last(), Some(Event::RunFinished(f)) if f.evaluations == 4));
+
+        // Wall time: a budget already spent by earlier sessions stops the run at once.
+        let exp = experiment("[budget]\nevaluations = 4\nwall_time_secs = 5.0\n");
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = runner(&exp, dir.path(), Box::new(crate::search::random::Random));
+        r.state.elapsed_seconds = 6.0;
+        let out = r.run("new", "").unwrap();
+        assert_eq!(out.evaluations, 0);
+        assert!(out.reason.contains("wall-time"), "{}", out.reason);
+    }
+
+    #[test]
+    fn recovery_rebuilds_history_and_queue() {
+        // `batch` lands in the [strategy] table the helper opens.
+        let exp = experiment("batch = 3\n[budget]\nevaluations = 4\n");
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = runner(&exp, dir.path(), Box::new(crate::search::random::Random));
+        r.run("new", "").unwrap();
+        let ev = read_journal(&dir.path().join("journal.jsonl"))
+            .unwrap()
+            .events;
+        let rec = Recovered::from_events(&ev, true);
+        assert_eq!(rec.evaluations, 4);
+        assert_eq!(rec.history.len(), 4);
+        assert_eq!(rec.sessions, 1);
+        // Batches of 3 for 4 evaluations: the last two proposals were skipped, and a resume
+        // with a larger budget trains them first.
+        assert_eq!(rec.queue.len(), 2);
+        assert!(rec.in_flight.is_none());
+        // Cut the journal just after the third training started: two done, one in flight.
+        let cut = ev
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| matches!(e, Event::TrainStarted(_)))
+            .nth(2)
+            .map(|(i, _)| i + 1)
+            .unwrap();
+        let rec = Recovered::from_events(&ev[..cut], true);
+        assert_eq!(rec.evaluations, 2);
+        assert!(rec.in_flight.is_some());
+        assert_eq!(rec.queue[0].0.hash, rec.in_flight);
+        assert!(rec.history.seen(rec.in_flight.as_deref().unwrap()));
+    }
 
     #[test]
     fn promotion_keeps_the_top_fraction() {
