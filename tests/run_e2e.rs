@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use wiremock::matchers::{method, path};
+use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 const KEY_VAR: &str = "ARCHSMITH_TEST_KEY";
@@ -502,4 +502,67 @@ fn the_model_budget_ends_the_run_as_completed() {
     assert_eq!(s.status, "completed", "{}", s.reason);
     assert!(s.reason.contains("token budget"), "{}", s.reason);
     assert!(s.evaluations < 10);
+}
+
+#[test]
+fn llm_plans_then_candidates_and_model_ranking_of_a_pool() {
+    let rt = rt();
+    let server = rt.block_on(async {
+        let s = MockServer::start().await;
+        // Plans requests, predict requests, then everything else (propose and repair).
+        Mock::given(method("POST"))
+            .and(body_string_contains("distinct strategies"))
+            .respond_with(Cycle {
+                replies: vec!["PLAN 1: patches then a linear map.\nPLAN 2: normalise then mix channels.".into()],
+                n: AtomicUsize::new(0),
+            })
+            .with_priority(1)
+            .mount(&s)
+            .await;
+        Mock::given(method("POST"))
+            .and(body_string_contains("PREDICTION 1"))
+            .respond_with(Cycle {
+                replies: vec!["PREDICTION 1: 0.9\nPREDICTION 2: 0.1\nPREDICTION 3: 0.5\nPREDICTION 4: 0.2\nPREDICTION 5: 0.3\nPREDICTION 6: 0.4".into()],
+                n: AtomicUsize::new(0),
+            })
+            .with_priority(2)
+            .mount(&s)
+            .await;
+        Mock::given(method("POST"))
+            .respond_with(Cycle {
+                replies: replies(),
+                n: AtomicUsize::new(0),
+            })
+            .with_priority(3)
+            .mount(&s)
+            .await;
+        s
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let text = base_toml(tmp.path(), "llm", 3)
+        .replace("repairs = 1", "repairs = 1\nplans = 2\nrank_pool = 2")
+        + &llm_toml(&server.uri());
+    let dir = run_dir(&text);
+    assert_clean(&dir, 3);
+    let ev = events(&dir);
+    let steps: HashSet<String> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Proposal(p) => p.llm_step.clone(),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        steps.contains("r0.plan1.propose") && steps.contains("r0.plan2.propose"),
+        "{steps:?}"
+    );
+    // The pool (model candidates, a sample and a mutation) was ranked by the model's
+    // predictions, and the top one carries the predicted score.
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, Event::Proposal(p) if p.predicted == Some(0.9))));
+    let records = std::fs::read_to_string(dir.join("llm.jsonl")).unwrap();
+    assert!(
+        records.contains("\"step\":\"r0.plans\"") && records.contains("\"step\":\"r0.predict\"")
+    );
 }
