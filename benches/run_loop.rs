@@ -46,7 +46,13 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("loop_overhead_per_candidate_history_1000");
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(10));
+    // ARCHSMITH_BENCH_STRATEGIES=bo,random picks strategies (each first runs 1,000 candidates).
+    let wanted = std::env::var("ARCHSMITH_BENCH_STRATEGIES")
+        .unwrap_or_else(|_| "random,evolution,bo".into());
     for strategy in ["random", "evolution", "bo"] {
+        if !wanted.split(',').any(|w| w.trim() == strategy) {
+            continue;
+        }
         let dir = tmp.path().join(strategy);
         std::fs::create_dir_all(&dir).unwrap();
         let exp = Experiment::resolve(settings(strategy, tmp.path()), "bench").expect("resolve");
@@ -85,6 +91,16 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // The journal alone: one event written, flushed and fsync'd (a candidate writes five or
+    // six), to tell the disk's share from the loop's.
+    let mut journal = Journal::create(&tmp.path().join("journal-only.jsonl")).unwrap();
+    let event = archsmith::run::Event::Note(archsmith::run::journal::NoteEvent {
+        round: 0,
+        message: "x".repeat(200),
+    });
+    g.bench_function("journal_append_one_event_fsync", |b| {
+        b.iter(|| journal.append(&event).unwrap())
+    });
     g.finish();
 }
 

@@ -3,7 +3,7 @@
 //! training set is capped (see [`MAX_POINTS`]), so the cubic solve stays in milliseconds.
 
 /// Points a surrogate is fitted on at most; the best and the most recent are kept.
-pub const MAX_POINTS: usize = 256;
+pub const MAX_POINTS: usize = 128;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum GpError {
@@ -138,7 +138,7 @@ impl Gp {
         let yn: Vec<f64> = ys.iter().map(|y| (y - y_mean) / y_std).collect();
         let base = (scaler.dims().max(1) as f64).sqrt();
         let mut best: Option<(f64, Gp)> = None;
-        for factor in [0.25, 0.5, 1.0, 2.0, 4.0] {
+        for factor in [0.5, 1.0, 2.0] {
             let ls = base * factor;
             let Some((gp, ll)) = Self::fit_with(&scaler, &zs, &yn, ls, 1e-2) else {
                 continue;
