@@ -17,6 +17,12 @@
 //! |                  | the model's own budget, or a stalled search)                      |
 //! | `run_finished`   | the session ended: why, evaluations, best, usage                  |
 //!
+//! Every event is written and flushed to the operating system at once, so a killed or crashed
+//! process loses nothing. Durability against power loss (fsync) is committed in groups, at the
+//! points where the loop commits to work: a `proposal` rides on the fsync of its `validation`,
+//! written right after it, and `epoch` lines on the fsync of `train_finished` (a training cut
+//! short is redone anyway). Every other event is fsync'd before the loop goes on.
+//!
 //! A crash can leave the last line torn; [`read_journal`] reports it and drops it, and
 //! [`Journal::open_append`] cuts it off before appending, so the file stays valid JSON Lines.
 
@@ -316,6 +322,20 @@ impl Journal {
 
     /// Appends one event, flushed and synced to disk before returning.
     pub fn append(&mut self, event: &Event) -> Result<(), JournalError> {
+        self.write(event)?;
+        self.file.sync_data().map_err(|source| JournalError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Appends one event flushed to the operating system (a process crash cannot lose it),
+    /// leaving the fsync to the next [`Journal::append`].
+    pub fn append_unsynced(&mut self, event: &Event) -> Result<(), JournalError> {
+        self.write(event)
+    }
+
+    fn write(&mut self, event: &Event) -> Result<(), JournalError> {
         let mut line = serde_json::to_vec(event).map_err(|e| JournalError::Io {
             path: self.path.clone(),
             source: std::io::Error::other(e),
@@ -327,7 +347,6 @@ impl Journal {
         };
         self.file.write_all(&line).map_err(io)?;
         self.file.flush().map_err(io)?;
-        self.file.sync_data().map_err(io)?;
         self.written += 1;
         Ok(())
     }

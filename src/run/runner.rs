@@ -646,17 +646,19 @@ impl<'a> Runner<'a> {
         self.state.next_proposal += 1;
         self.state.proposals += 1;
         let hash = p.hash();
-        self.log(Event::Proposal(ProposalEvent {
-            id,
-            round,
-            origin: p.origin,
-            text: p.text.clone(),
-            hash: hash.clone(),
-            parents: p.parents.clone(),
-            plan: p.plan.clone(),
-            llm_step: p.llm_step.clone(),
-            predicted: p.predicted.filter(|x| x.is_finite()),
-        }))?;
+        // Synced together with the validation event that follows at once.
+        self.journal
+            .append_unsynced(&Event::Proposal(ProposalEvent {
+                id,
+                round,
+                origin: p.origin,
+                text: p.text.clone(),
+                hash: hash.clone(),
+                parents: p.parents.clone(),
+                plan: p.plan.clone(),
+                llm_step: p.llm_step.clone(),
+                predicted: p.predicted.filter(|x| x.is_finite()),
+            }))?;
         let (verdict, message, queued) = match (&p.checked, &hash) {
             (Err(m), _) => {
                 self.state.invalid += 1;
@@ -729,7 +731,8 @@ impl<'a> Runner<'a> {
         let journal = &mut self.journal;
         let mut io_error: Option<JournalError> = None;
         let mut on_epoch = |e: &Epoch| -> Flow {
-            if let Err(err) = journal.append(&Event::Epoch(EpochEvent {
+            // Synced with train_finished; a training cut short is redone on resume.
+            if let Err(err) = journal.append_unsynced(&Event::Epoch(EpochEvent {
                 eval,
                 epoch: e.epoch,
                 train_loss: e.train_loss,
