@@ -1,10 +1,11 @@
 //! The agent loop's own cost per candidate, with a history of 1,000 evaluated candidates:
-//! the strategy's proposal, validation, de-duplication, five journal events each written and
-//! fsync'd, the history update and the best-candidate files. Training is a fake evaluator (a
+//! the strategy's proposal, validation, de-duplication, five journal events written (three
+//! fsyncs, committed in groups), the history update and the best-candidate files. Training is a fake evaluator (a
 //! score from the candidate's size, no tensors) and there is no model latency.
 //!
 //! Run with `cargo bench --bench run_loop`. The journal goes to `$ARCHSMITH_BENCH_DIR` (default:
-//! a temporary folder), since fsync costs what the disk makes it cost.
+//! a temporary folder), since fsync costs what the disk makes it cost: `/dev/shm` measures the
+//! loop alone, a disk folder adds its fsync latency.
 
 use archsmith::run::runner::Recovered;
 use archsmith::run::{build_strategy, Experiment, FakeEvaluator, Journal, Runner, Settings};
