@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod prompt;
+mod run;
 mod train;
 
 /// archsmith: synthesise neural architectures and tensor programs with a language model in
@@ -41,6 +42,16 @@ pub enum Command {
     /// Score an activation function or an update rule by training a reference network with
     /// it; prints the result as JSON.
     TrainProgram(TrainProgramArgs),
+    /// Run a search: the built-in default experiment, or one from --config, with overrides.
+    Run(run::RunArgs),
+    /// Continue a run from its journal after a crash, a kill or a raised budget.
+    Resume(run::ResumeArgs),
+    /// Run a recorded run again, answering model calls from its llm.jsonl, and compare.
+    Replay(run::ReplayArgs),
+    /// List the runs in a folder: strategy, evaluations, best score, cost, status.
+    Runs(run::RunsArgs),
+    /// A run's summary and its best candidates.
+    Show(run::ShowArgs),
     /// Train one candidate on a task and print the result as JSON.
     Train(train::TrainArgs),
     /// List the tasks or show one.
@@ -236,6 +247,11 @@ pub fn run() -> Result<ExitCode> {
         Command::Crossover(a) => crossover(a),
         Command::Prompt(c) => prompt::run(c),
         Command::TrainProgram(a) => train_program(a),
+        Command::Run(a) => run::run(a),
+        Command::Resume(a) => run::resume(a),
+        Command::Replay(a) => run::replay(a),
+        Command::Runs(a) => run::runs(a),
+        Command::Show(a) => run::show(a),
         Command::Train(a) => train::run(a),
         Command::Task(c) => train::task(c),
     }

@@ -28,5 +28,6 @@ pub use device::{parse_device, DeviceChoice, DeviceError};
 pub use recipe::{Optimizer, Precision, Recipe};
 pub use task::{Metric, Task, TaskError};
 pub use trainer::{
-    train, Epoch, Failure, FailureReason, Flow, Observer, OnEpoch, Quiet, TrainOptions, TrainResult,
+    train, train_saving, Epoch, Failure, FailureReason, Flow, Observer, OnEpoch, Quiet,
+    TrainOptions, TrainResult,
 };
