@@ -1,5 +1,6 @@
 //! The `archsmith` binary: a thin shell over the library. Errors print their cause chain and
-//! exit 2; commands that judge inputs (validate) exit 1 when an input is invalid.
+//! exit 2; commands that judge inputs (validate, train) exit 1 when an input is invalid;
+//! `train` exits 3 when training failed (its JSON result, with the reason, is still printed).
 
 mod cli;
 

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod prompt;
+mod train;
 
 /// archsmith: synthesise neural architectures and tensor programs with a language model in
 /// the loop.
@@ -37,6 +38,11 @@ pub enum Command {
     /// Show what the language model is asked: render a step's prompt without sending it.
     #[command(subcommand)]
     Prompt(prompt::PromptCmd),
+    /// Train one candidate on a task and print the result as JSON.
+    Train(train::TrainArgs),
+    /// List the tasks or show one.
+    #[command(subcommand)]
+    Task(train::TaskCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -181,6 +187,8 @@ pub fn run() -> Result<ExitCode> {
         Command::Mutate(a) => mutate(a),
         Command::Crossover(a) => crossover(a),
         Command::Prompt(c) => prompt::run(c),
+        Command::Train(a) => train::run(a),
+        Command::Task(c) => train::task(c),
     }
 }
 

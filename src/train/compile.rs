@@ -1,0 +1,595 @@
+//! Compiles a validated candidate to a tch network: a tree of boxed layers, built by free
+//! functions under a `VarStore` path, that mirrors the candidate tree node for node.
+//!
+//! Shapes are tracked with the same rules the validator uses (`Op::apply/split/merge`), so
+//! `col2im` knows the grid of its enclosing `im2col` and every layer is built for the width it
+//! will see. Parameters are exactly those `Op::params` and `nb201_counts` count (a test checks
+//! it); BatchNorm running statistics are buffers, not parameters.
+//!
+//! Layers run with fallible tch calls and return `Result`, so that a runtime error (most
+//! importantly CUDA out of memory) becomes a training failure instead of a panic. Under mixed
+//! precision (bf16 inputs), weights are cast to the input's kind at use and normalisations run
+//! in float32: the master weights stay float32.
+
+use crate::space::check::{NB201_C, NB201_N};
+use crate::space::ops::{Ctx, Op};
+use crate::space::{Form, Mode, Node, Shape};
+use std::sync::Mutex;
+use tch::nn::{self, Init};
+use tch::{Kind, TchError, Tensor};
+
+/// One layer of a compiled network. `train` selects batch statistics in BatchNorm.
+pub trait Layer: Send {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError>;
+}
+
+/// Why a candidate could not be compiled. Validated candidates always compile; these name
+/// what was wrong with an unvalidated one.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("{node}: {message}")]
+    Shape { node: String, message: String },
+    #[error("cannot create the parameters of {node}: {source}")]
+    Torch {
+        node: String,
+        #[source]
+        source: TchError,
+    },
+}
+
+/// A compiled candidate with its head: mean over positions, then a linear layer to the classes.
+pub struct Network {
+    backbone: Box<dyn Layer>,
+    head: Linear,
+    /// The dimensions the head averages over (2,3 for images, 1 for sequences, none for vectors).
+    pool: Vec<i64>,
+    /// The backbone's output shape, as the validator inferred it.
+    pub output: Shape,
+}
+
+impl Network {
+    /// Logits (float32) for a batch.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
+        let y = self.backbone.forward(x, train)?;
+        let y = if self.pool.is_empty() {
+            y
+        } else {
+            y.f_mean_dim(self.pool.as_slice(), false, None::<Kind>)?
+        };
+        Ok(self.head.forward(&y, train)?.to_kind(Kind::Float))
+    }
+
+    /// The backbone's output (before the head), for checking shapes.
+    pub fn backbone(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
+        self.backbone.forward(x, train)
+    }
+}
+
+/// Parameter initialisation draws from torch's global generator; holding this lock while
+/// seeding and building keeps concurrent compilations (tests, parallel workers) from
+/// interleaving their draws, so the same seed gives the same weights.
+static INIT_LOCK: Mutex<()> = Mutex::new(());
+
+/// Builds the network for `node` on input `input` under `p`, seeding the initialisation with
+/// `seed`. `classes` sizes the head.
+pub fn compile(
+    p: &nn::Path,
+    node: &Node,
+    input: Shape,
+    classes: u64,
+    seed: u64,
+) -> Result<Network, CompileError> {
+    let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(seed as i64);
+    let (backbone, output) = build(&(p / "net"), node, input, Ctx::default())?;
+    let features = output.features() as i64;
+    let head = linear(&(p / "head"), features, classes as i64)
+        .map_err(|source| torch_err("the head", source))?;
+    let pool = match output.mode() {
+        Mode::Im => vec![2, 3],
+        Mode::Col => vec![1],
+        Mode::Vec => vec![],
+    };
+    Ok(Network {
+        backbone,
+        head,
+        pool,
+        output,
+    })
+}
+
+fn torch_err(node: impl ToString, source: TchError) -> CompileError {
+    CompileError::Torch {
+        node: node.to_string(),
+        source,
+    }
+}
+
+fn shape_err(node: &Node, message: String) -> CompileError {
+    CompileError::Shape {
+        node: crate::space::node::abbreviate(&node.to_string(), 80),
+        message,
+    }
+}
+
+/// Builds one node for input `x`; returns the layer and its output shape.
+fn build(
+    p: &nn::Path,
+    node: &Node,
+    x: Shape,
+    ctx: Ctx,
+) -> Result<(Box<dyn Layer>, Shape), CompileError> {
+    match node {
+        Node::Op(op) => {
+            let y = op.apply(x, &ctx).map_err(|e| shape_err(node, e.message))?;
+            let layer = op_layer(p, *op, x, ctx).map_err(|e| torch_err(op, e))?;
+            Ok((layer, y))
+        }
+        Node::Form(Form::Seq, ch) => {
+            let mut layers = Vec::with_capacity(ch.len());
+            let mut cur = x;
+            for (i, c) in ch.iter().enumerate() {
+                let (l, y) = build(&(p / i), c, cur, ctx)?;
+                layers.push(l);
+                cur = y;
+            }
+            Ok((Box::new(Seq(layers)), cur))
+        }
+        Node::Form(Form::Route, ch) if ch.len() == 3 => {
+            let (pre, y) = build(&(p / 0), &ch[0], x, ctx)?;
+            let inner = match &ch[0] {
+                Node::Op(op) => op.fold_size(x).map(|hw| Ctx { fold: Some(hw) }),
+                _ => None,
+            }
+            .unwrap_or(ctx);
+            let (m, z) = build(&(p / 1), &ch[1], y, inner)?;
+            let (post, out) = build(&(p / 2), &ch[2], z, inner)?;
+            Ok((Box::new(Seq(vec![pre, m, post])), out))
+        }
+        Node::Form(Form::Branch, ch) if ch.len() >= 3 => {
+            let n = ch.len();
+            let (Node::Op(split), Node::Op(merge)) = (&ch[0], &ch[n - 1]) else {
+                return Err(shape_err(
+                    node,
+                    "branch needs operations at both ends".into(),
+                ));
+            };
+            let (k, part) = split.split(x).map_err(|e| shape_err(node, e.message))?;
+            let modules = &ch[1..n - 1];
+            if modules.len() != 1 && modules.len() != k {
+                return Err(shape_err(
+                    node,
+                    format!("{k} branches but {} modules", modules.len()),
+                ));
+            }
+            let mut layers = Vec::with_capacity(k);
+            let mut outs = Vec::with_capacity(k);
+            for i in 0..k {
+                // One module written once is copied k times, without shared weights.
+                let m = &modules[if modules.len() == 1 { 0 } else { i }];
+                let (l, y) = build(&(p / (i + 1)), m, part, ctx)?;
+                layers.push(l);
+                outs.push(y);
+            }
+            let y = merge.merge(&outs).map_err(|e| shape_err(node, e.message))?;
+            Ok((
+                Box::new(Branch {
+                    split: *split,
+                    modules: layers,
+                    merge: *merge,
+                }),
+                y,
+            ))
+        }
+        Node::Form(Form::Residual, ch) if ch.len() == 1 => {
+            let (m, y) = build(&(p / 0), &ch[0], x, ctx)?;
+            if y != x {
+                return Err(shape_err(node, format!("residual turns {x} into {y}")));
+            }
+            Ok((Box::new(Residual(m)), x))
+        }
+        Node::Form(Form::Nb201, ch) if ch.len() == 6 => {
+            let mut edges = Vec::with_capacity(6);
+            for c in ch {
+                match c {
+                    Node::Op(op) => edges.push(*op),
+                    _ => return Err(shape_err(node, "nb201 edges must be operations".into())),
+                }
+            }
+            if x.mode() != Mode::Im || x.dims()[1] % 4 != 0 || x.dims()[2] % 4 != 0 {
+                return Err(shape_err(
+                    node,
+                    format!("the NAS-Bench-201 network cannot take {x}"),
+                ));
+            }
+            let layer = nb201(p, &edges, x).map_err(|e| torch_err(node, e))?;
+            let (h, w) = (x.dims()[1], x.dims()[2]);
+            Ok((layer, Shape::im(NB201_C * 4, h / 4, w / 4)))
+        }
+        Node::Form(f, _) => Err(shape_err(
+            node,
+            format!("malformed {} (wrong number of parts)", f.name()),
+        )),
+    }
+}
+
+/// The layer for one unary operation on input `x`.
+fn op_layer(p: &nn::Path, op: Op, x: Shape, ctx: Ctx) -> Result<Box<dyn Layer>, TchError> {
+    Ok(match op {
+        Op::Linear(d) => Box::new(linear(p, x.last() as i64, d as i64)?),
+        Op::Norm => match x.mode() {
+            Mode::Im => Box::new(batch_norm(p, x.dims()[0] as i64)?),
+            _ => Box::new(layer_norm(p, x.last() as i64)?),
+        },
+        Op::BatchNorm => Box::new(batch_norm(p, x.features() as i64)?),
+        Op::PosEnc => {
+            let dims: Vec<i64> = x.dims().iter().map(|&d| d as i64).collect();
+            let t = p.f_var(
+                "pos",
+                &dims,
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+            )?;
+            Box::new(PosEnc(t))
+        }
+        Op::NorConv(k) => {
+            let c = x.dims()[0] as i64;
+            let k = k as i64;
+            Box::new(Seq(vec![
+                Box::new(Stateless(Op::Relu)),
+                Box::new(conv(&(p / "conv"), c, c, k, 1, k / 2)?),
+                Box::new(batch_norm(&(p / "bn"), c)?),
+            ]))
+        }
+        Op::Col2Im => {
+            let (h, w) = ctx.fold.unwrap_or((0, 0));
+            Box::new(Col2Im {
+                h: h as i64,
+                w: w as i64,
+            })
+        }
+        other => Box::new(Stateless(other)),
+    })
+}
+
+/// Casts a parameter to the kind of the activations it meets (bf16 under mixed precision).
+fn like(w: &Tensor, x: &Tensor) -> Tensor {
+    if w.kind() == x.kind() {
+        w.shallow_clone()
+    } else {
+        w.to_kind(x.kind())
+    }
+}
+
+/// Runs `f` in float32 and casts back, for normalisations under mixed precision.
+fn in_f32(
+    x: &Tensor,
+    f: impl FnOnce(&Tensor) -> Result<Tensor, TchError>,
+) -> Result<Tensor, TchError> {
+    if x.kind() == Kind::Float {
+        f(x)
+    } else {
+        Ok(f(&x.to_kind(Kind::Float))?.to_kind(x.kind()))
+    }
+}
+
+/// A learned affine map of the last dimension, initialised as torch's `nn.Linear`.
+pub struct Linear {
+    w: Tensor,
+    b: Tensor,
+}
+
+/// `Linear(inp, out)` with weight and bias drawn from U(-1/sqrt(inp), 1/sqrt(inp)).
+pub fn linear(p: &nn::Path, inp: i64, out: i64) -> Result<Linear, TchError> {
+    let bound = 1.0 / (inp as f64).sqrt();
+    let init = Init::Uniform {
+        lo: -bound,
+        up: bound,
+    };
+    Ok(Linear {
+        w: p.f_var("weight", &[out, inp], init)?,
+        b: p.f_var("bias", &[out], init)?,
+    })
+}
+
+impl Layer for Linear {
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor, TchError> {
+        x.f_linear(&like(&self.w, x), Some(&like(&self.b, x)))
+    }
+}
+
+/// LayerNorm over the last dimension, with elementwise affine.
+pub struct LayerNorm {
+    d: i64,
+    w: Tensor,
+    b: Tensor,
+}
+
+pub fn layer_norm(p: &nn::Path, d: i64) -> Result<LayerNorm, TchError> {
+    Ok(LayerNorm {
+        d,
+        w: p.f_var("weight", &[d], Init::Const(1.0))?,
+        b: p.f_var("bias", &[d], Init::Const(0.0))?,
+    })
+}
+
+impl Layer for LayerNorm {
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor, TchError> {
+        in_f32(x, |x| {
+            x.f_layer_norm([self.d], Some(&self.w), Some(&self.b), 1e-5, true)
+        })
+    }
+}
+
+/// BatchNorm over dimension 1 (channels of [B, C, H, W], features of [B, D]), with affine
+/// parameters and running statistics kept as buffers.
+pub struct BatchNorm {
+    w: Tensor,
+    b: Tensor,
+    mean: Tensor,
+    var: Tensor,
+}
+
+pub fn batch_norm(p: &nn::Path, c: i64) -> Result<BatchNorm, TchError> {
+    Ok(BatchNorm {
+        w: p.f_var("weight", &[c], Init::Const(1.0))?,
+        b: p.f_var("bias", &[c], Init::Const(0.0))?,
+        mean: p.f_zeros_no_train("running_mean", &[c])?,
+        var: p.f_ones_no_train("running_var", &[c])?,
+    })
+}
+
+impl Layer for BatchNorm {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
+        in_f32(x, |x| {
+            x.f_batch_norm(
+                Some(&self.w),
+                Some(&self.b),
+                Some(&self.mean),
+                Some(&self.var),
+                train,
+                0.1,
+                1e-5,
+                true,
+            )
+        })
+    }
+}
+
+/// A 2-d convolution without bias (the NAS-Bench-201 skeleton and cell edges).
+pub struct Conv {
+    w: Tensor,
+    stride: i64,
+    pad: i64,
+}
+
+pub fn conv(
+    p: &nn::Path,
+    cin: i64,
+    cout: i64,
+    k: i64,
+    stride: i64,
+    pad: i64,
+) -> Result<Conv, TchError> {
+    let bound = 1.0 / ((cin * k * k) as f64).sqrt();
+    Ok(Conv {
+        w: p.f_var(
+            "weight",
+            &[cout, cin, k, k],
+            Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        )?,
+        stride,
+        pad,
+    })
+}
+
+impl Layer for Conv {
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor, TchError> {
+        x.f_conv2d(
+            &like(&self.w, x),
+            None::<Tensor>,
+            [self.stride, self.stride],
+            [self.pad, self.pad],
+            [1, 1],
+            1,
+        )
+    }
+}
+
+/// A learned tensor of the input's shape (without batch), added.
+struct PosEnc(Tensor);
+
+impl Layer for PosEnc {
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor, TchError> {
+        x.f_add(&like(&self.0, x))
+    }
+}
+
+/// `col2im`: [B, L, D] -> [B, D, H', W'] with H'xW' from the enclosing `im2col`.
+struct Col2Im {
+    h: i64,
+    w: i64,
+}
+
+impl Layer for Col2Im {
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor, TchError> {
+        let size = x.size();
+        x.f_permute([0, 2, 1])?
+            .f_reshape([size[0], size[2], self.h, self.w])
+    }
+}
+
+/// Operations without parameters.
+struct Stateless(Op);
+
+impl Layer for Stateless {
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor, TchError> {
+        match self.0 {
+            Op::LeakyRelu => x.f_leaky_relu(),
+            Op::Softmax => x.f_softmax(-1, None::<Kind>),
+            Op::Relu => x.f_relu(),
+            Op::Gelu => x.f_gelu("none"),
+            Op::Tanh => x.f_tanh(),
+            Op::Silu => x.f_silu(),
+            Op::Sigmoid => x.f_sigmoid(),
+            Op::Permute(perm) => {
+                let mut dims = vec![0i64];
+                dims.extend(perm.order().iter().map(|&i| i as i64 + 1));
+                x.f_permute(dims.as_slice())
+            }
+            Op::Im2Col { k, s, p } => {
+                let (k, s, p) = (k as i64, s as i64, p as i64);
+                x.f_im2col([k, k], [1, 1], [p, p], [s, s])?
+                    .f_permute([0, 2, 1])
+            }
+            Op::Zero => x.f_zeros_like(),
+            Op::AvgPool3 => x.f_avg_pool2d([3, 3], [1, 1], [1, 1], false, false, None::<i64>),
+            // identity, skip_connect; split and merge operations never stand alone
+            _ => Ok(x.shallow_clone()),
+        }
+    }
+}
+
+/// Applies layers in order.
+pub struct Seq(pub Vec<Box<dyn Layer>>);
+
+impl Layer for Seq {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
+        let mut cur = x.shallow_clone();
+        for l in &self.0 {
+            cur = l.forward(&cur, train)?;
+        }
+        Ok(cur)
+    }
+}
+
+/// einspace branching: split (clone or group), one module per part, aggregate.
+struct Branch {
+    split: Op,
+    modules: Vec<Box<dyn Layer>>,
+    merge: Op,
+}
+
+impl Layer for Branch {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
+        let k = self.modules.len();
+        let parts = match self.split {
+            Op::Group { k, dim } => x.f_chunk(k as i64, dim as i64)?,
+            _ => (0..k).map(|_| x.shallow_clone()).collect(),
+        };
+        let outs = parts
+            .iter()
+            .zip(&self.modules)
+            .map(|(t, m)| m.forward(t, train))
+            .collect::<Result<Vec<_>, _>>()?;
+        match self.merge {
+            Op::DotProduct => outs[0].f_matmul(&outs[1]),
+            Op::ScaledDotProduct => {
+                let d = *outs[0].size().last().unwrap_or(&1) as f64;
+                outs[0].f_matmul(&outs[1])?.f_mul_scalar(1.0 / d.sqrt())
+            }
+            Op::Cat { dim, .. } => Tensor::f_cat(&outs, dim as i64),
+            // add
+            _ => {
+                let mut acc = outs[0].shallow_clone();
+                for o in &outs[1..] {
+                    acc = acc.f_add(o)?;
+                }
+                Ok(acc)
+            }
+        }
+    }
+}
+
+/// x + m(x).
+struct Residual(Box<dyn Layer>);
+
+impl Layer for Residual {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
+        x.f_add(&self.0.forward(x, train)?)
+    }
+}
+
+/// A NAS-Bench-201 cell: node_j = sum over i < j of edge_ij(node_i); the output is node 3.
+/// Edges in the candidate's order: 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2.
+struct Cell(Vec<Box<dyn Layer>>);
+
+impl Layer for Cell {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
+        let e = &self.0;
+        let n1 = e[0].forward(x, train)?;
+        let n2 = e[1].forward(x, train)?.f_add(&e[2].forward(&n1, train)?)?;
+        e[3].forward(x, train)?
+            .f_add(&e[4].forward(&n1, train)?)?
+            .f_add(&e[5].forward(&n2, train)?)
+    }
+}
+
+/// The ResNet basic block between NAS-Bench-201 stages: ReLU-conv3x3(stride 2)-BN,
+/// ReLU-conv3x3-BN, plus a shortcut of 2x2 average pooling and a 1x1 convolution.
+struct Reduction {
+    a: Seq,
+    shortcut: Conv,
+}
+
+impl Layer for Reduction {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
+        let s = x.f_avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>)?;
+        let s = self.shortcut.forward(&s, train)?;
+        self.a.forward(x, train)?.f_add(&s)
+    }
+}
+
+fn nb201(p: &nn::Path, edges: &[Op], x: Shape) -> Result<Box<dyn Layer>, TchError> {
+    let c_in = x.dims()[0] as i64;
+    let c0 = NB201_C as i64;
+    let mut layers: Vec<Box<dyn Layer>> = vec![
+        Box::new(conv(&(p / "stem"), c_in, c0, 3, 1, 1)?),
+        Box::new(batch_norm(&(p / "stem_bn"), c0)?),
+    ];
+    let (mut h, mut w) = (x.dims()[1], x.dims()[2]);
+    for stage in 0..3i64 {
+        let c = c0 << stage;
+        if stage > 0 {
+            let q = p / format!("reduce{stage}");
+            let cp = c / 2;
+            let a = Seq(vec![
+                Box::new(Stateless(Op::Relu)),
+                Box::new(conv(&(&q / "conv_a"), cp, c, 3, 2, 1)?),
+                Box::new(batch_norm(&(&q / "bn_a"), c)?),
+                Box::new(Stateless(Op::Relu)),
+                Box::new(conv(&(&q / "conv_b"), c, c, 3, 1, 1)?),
+                Box::new(batch_norm(&(&q / "bn_b"), c)?),
+            ]);
+            let shortcut = conv(&(&q / "shortcut"), cp, c, 1, 1, 0)?;
+            layers.push(Box::new(Reduction { a, shortcut }));
+            h /= 2;
+            w /= 2;
+        }
+        let s = Shape::im(c as u64, h, w);
+        for cell in 0..NB201_N {
+            let q = p / format!("s{stage}c{cell}");
+            let mut es = Vec::with_capacity(6);
+            for (i, e) in edges.iter().enumerate() {
+                es.push(op_layer(&(&q / i), *e, s, Ctx::default())?);
+            }
+            layers.push(Box::new(Cell(es)));
+        }
+    }
+    layers.push(Box::new(batch_norm(&(p / "last_bn"), c0 * 4)?));
+    layers.push(Box::new(Stateless(Op::Relu)));
+    Ok(Box::new(Seq(layers)))
+}
+
+/// Number of learnable parameters in a VarStore (buffers excluded).
+pub fn count_params(vs: &nn::VarStore) -> u64 {
+    vs.trainable_variables()
+        .iter()
+        .map(|t| t.numel() as u64)
+        .sum()
+}

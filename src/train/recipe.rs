@@ -1,0 +1,115 @@
+//! The training recipe: optimiser, schedule, regularisation and budgets, as one serde value
+//! with defaults, so that a run's config can name it and a result can record it.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    /// SGD with (Nesterov) momentum and coupled weight decay.
+    Sgd,
+    /// AdamW with decoupled weight decay.
+    AdamW,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// float32 everywhere.
+    Fp32,
+    /// bfloat16 activations and matmuls with float32 master weights, norms and loss
+    /// (explicit casts; meant for CUDA, where it is fast).
+    Bf16,
+}
+
+/// How a candidate is trained.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Recipe {
+    pub optimizer: Optimizer,
+    /// Peak learning rate (after warm-up).
+    pub lr: f64,
+    /// SGD momentum (AdamW's beta1 stays 0.9).
+    pub momentum: f64,
+    pub nesterov: bool,
+    pub weight_decay: f64,
+    /// Linear warm-up from 0 to `lr`, in epochs (fractions allowed); cosine decay to 0 after.
+    pub warmup_epochs: f64,
+    pub label_smoothing: f64,
+    /// Clip the global gradient norm to this value; none when absent.
+    pub grad_clip: Option<f64>,
+    pub batch_size: usize,
+    pub eval_batch_size: usize,
+    pub epochs: usize,
+    /// Stop after this many optimiser steps (the schedule spans the smaller budget).
+    pub max_steps: Option<u64>,
+    /// Wall-clock limit for one candidate, in seconds; training stops with a `time_limit`
+    /// failure and keeps the curve so far.
+    pub time_limit_secs: Option<f64>,
+    /// Estimated training memory limit, in MiB, checked before training.
+    pub max_memory_mb: u64,
+    pub precision: Precision,
+    /// Intra-op CPU threads for torch; 0 leaves torch's default. Results on the CPU are
+    /// deterministic for a given seed and thread count.
+    pub threads: usize,
+}
+
+impl Default for Recipe {
+    fn default() -> Self {
+        Recipe {
+            optimizer: Optimizer::Sgd,
+            lr: 0.05,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 5e-4,
+            warmup_epochs: 0.5,
+            label_smoothing: 0.0,
+            grad_clip: Some(5.0),
+            batch_size: 128,
+            eval_batch_size: 500,
+            epochs: 8,
+            max_steps: None,
+            time_limit_secs: Some(600.0),
+            max_memory_mb: 8192,
+            precision: Precision::Fp32,
+            threads: 0,
+        }
+    }
+}
+
+impl Recipe {
+    /// The learning rate at `step` of `total`: linear warm-up, then cosine decay to zero.
+    pub fn lr_at(&self, step: u64, total: u64, warmup: u64) -> f64 {
+        if warmup > 0 && step < warmup {
+            return self.lr * (step + 1) as f64 / warmup as f64;
+        }
+        let span = total.saturating_sub(warmup).max(1) as f64;
+        let t = (step - warmup.min(step)) as f64 / span;
+        self.lr * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_fill_missing_fields_and_unknown_fields_fail() {
+        let r: Recipe = serde_json::from_str(r#"{"lr": 0.1, "optimizer": "adamw"}"#).unwrap();
+        assert_eq!(r.lr, 0.1);
+        assert_eq!(r.optimizer, Optimizer::AdamW);
+        assert_eq!(r.batch_size, Recipe::default().batch_size);
+        let e = serde_json::from_str::<Recipe>(r#"{"learning_rate": 0.1}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn schedule_warms_up_then_decays() {
+        let r = Recipe::default();
+        assert!(r.lr_at(0, 100, 10) < r.lr_at(9, 100, 10));
+        assert!((r.lr_at(9, 100, 10) - r.lr).abs() < 1e-12);
+        assert!((r.lr_at(10, 100, 10) - r.lr).abs() < 1e-12);
+        assert!(r.lr_at(55, 100, 10) < r.lr * 0.6);
+        assert!(r.lr_at(99, 100, 10) < r.lr * 0.01);
+    }
+}

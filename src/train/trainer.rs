@@ -1,0 +1,446 @@
+//! The training loop: compile, check budgets, train with the recipe, score on the validation
+//! split each epoch, and return a result. Failures (non-finite loss, limits, out of memory,
+//! time) are results with a reason, never panics; an observer sees every epoch and may stop
+//! training early (for successive halving).
+
+use super::compile::{compile, count_params, Network};
+use super::data::{Data, Split};
+use super::device::device_name;
+use super::recipe::{Optimizer, Precision, Recipe};
+use crate::space::{Analysis, Node};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
+use tch::nn::{self, OptimizerConfig};
+use tch::{Device, Kind, Reduction, TchError, Tensor};
+
+/// How one candidate is trained.
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    pub recipe: Recipe,
+    /// Seeds the initialisation and the shuffling.
+    pub seed: u64,
+    pub device: Device,
+    /// Largest parameter count (head included) a candidate may have.
+    pub max_params: u64,
+    /// Score the test split at the end too.
+    pub test: bool,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            recipe: Recipe::default(),
+            seed: 0,
+            device: Device::Cpu,
+            max_params: crate::space::Limits::default().max_params,
+            test: false,
+        }
+    }
+}
+
+/// Why training did not finish normally.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    /// The loss became NaN or infinite.
+    NonFinite,
+    /// More parameters than allowed (checked before training).
+    ParamLimit,
+    /// The estimated training memory exceeds the limit (checked before training).
+    MemoryLimit,
+    /// The device ran out of memory.
+    OutOfMemory,
+    /// The wall-clock limit was reached; the curve so far is kept.
+    TimeLimit,
+    /// The candidate could not be compiled (it was not validated for this input).
+    Compile,
+    /// Any other error reported by torch.
+    Runtime,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    pub reason: FailureReason,
+    pub message: String,
+}
+
+/// One epoch of the learning curve.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Epoch {
+    /// 1-based.
+    pub epoch: usize,
+    /// Optimiser steps so far.
+    pub steps: u64,
+    pub train_loss: f64,
+    pub valid_loss: f64,
+    pub valid_score: f64,
+    pub lr: f64,
+    pub seconds: f64,
+}
+
+/// What training one candidate produced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainResult {
+    pub candidate: String,
+    pub hash: String,
+    pub task: String,
+    pub metric: String,
+    /// Validation score of the last epoch trained; `None` when no epoch finished.
+    pub score: Option<f64>,
+    pub test_score: Option<f64>,
+    pub curve: Vec<Epoch>,
+    pub params: u64,
+    pub flops: u64,
+    pub steps: u64,
+    pub wall_seconds: f64,
+    pub steps_per_second: f64,
+    pub device: String,
+    pub seed: u64,
+    pub stopped_early: bool,
+    pub failure: Option<Failure>,
+    pub recipe: Recipe,
+}
+
+impl TrainResult {
+    pub fn ok(&self) -> bool {
+        self.failure.is_none()
+    }
+}
+
+/// Whether to go on after an epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+/// Watches training: every step (for progress bars) and every epoch (to stop early).
+pub trait Observer {
+    fn step(&mut self, _step: u64, _total: u64, _loss: f64) {}
+    fn epoch(&mut self, _epoch: &Epoch) -> Flow {
+        Flow::Continue
+    }
+}
+
+/// Observes nothing.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// An observer from an epoch callback.
+pub struct OnEpoch<F>(pub F);
+impl<F: FnMut(&Epoch) -> Flow> Observer for OnEpoch<F> {
+    fn epoch(&mut self, e: &Epoch) -> Flow {
+        (self.0)(e)
+    }
+}
+
+/// Estimated bytes of training memory: weights, gradients and optimiser state, plus the
+/// activations of one batch kept for the backward pass (twice, for their gradients).
+pub fn memory_estimate(analysis: &Analysis, recipe: &Recipe) -> u64 {
+    let states = match recipe.optimizer {
+        Optimizer::Sgd => 1,
+        Optimizer::AdamW => 2,
+    };
+    let p = analysis.total_params() * 4 * (2 + states);
+    let act = analysis.activation_bytes * recipe.batch_size as u64 * 2;
+    let act = match recipe.precision {
+        Precision::Fp32 => act,
+        Precision::Bf16 => act / 2,
+    };
+    p + act
+}
+
+enum Stop {
+    Fail(Failure),
+}
+
+fn classify(e: &TchError) -> Failure {
+    let msg = e.to_string();
+    let first = msg.lines().next().unwrap_or("").to_string();
+    let oom = msg.contains("out of memory") || msg.contains("CUDA out of memory");
+    Failure {
+        reason: if oom {
+            FailureReason::OutOfMemory
+        } else {
+            FailureReason::Runtime
+        },
+        message: first,
+    }
+}
+
+fn panic_failure(p: Box<dyn std::any::Any + Send>) -> Failure {
+    let msg = p
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic in torch".into());
+    classify(&TchError::Torch(msg))
+}
+
+/// Trains the validated candidate `node` (with its `analysis` for `data.input` and
+/// `data.classes`) and scores it.
+pub fn train(
+    node: &Node,
+    analysis: &Analysis,
+    data: &Data,
+    opts: &TrainOptions,
+    obs: &mut dyn Observer,
+) -> TrainResult {
+    let start = Instant::now();
+    let r = &opts.recipe;
+    let params = analysis.params + crate::space::check::head_params(analysis.output, data.classes);
+    let mut res = TrainResult {
+        candidate: node.to_string(),
+        hash: node.hash_hex(),
+        task: data.name.clone(),
+        metric: "accuracy".into(),
+        score: None,
+        test_score: None,
+        curve: Vec::new(),
+        params,
+        flops: analysis.flops,
+        steps: 0,
+        wall_seconds: 0.0,
+        steps_per_second: 0.0,
+        device: device_name(opts.device),
+        seed: opts.seed,
+        stopped_early: false,
+        failure: None,
+        recipe: r.clone(),
+    };
+    let fail = |mut res: TrainResult, reason, message: String| {
+        res.failure = Some(Failure { reason, message });
+        res.wall_seconds = start.elapsed().as_secs_f64();
+        res
+    };
+    if analysis.input != data.input {
+        return fail(
+            res,
+            FailureReason::Compile,
+            format!(
+                "the candidate was validated for input {}, but the data's examples are {}",
+                analysis.input, data.input
+            ),
+        );
+    }
+    if params > opts.max_params {
+        return fail(
+            res,
+            FailureReason::ParamLimit,
+            format!(
+                "{params} parameters exceed the limit of {}",
+                opts.max_params
+            ),
+        );
+    }
+    let mem = memory_estimate(analysis, r);
+    if mem > r.max_memory_mb << 20 {
+        return fail(
+            res,
+            FailureReason::MemoryLimit,
+            format!(
+                "estimated training memory {} MiB (batch {}) exceeds the limit of {} MiB",
+                mem >> 20,
+                r.batch_size,
+                r.max_memory_mb
+            ),
+        );
+    }
+    if r.threads > 0 {
+        tch::set_num_threads(r.threads as i32);
+    }
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        run(node, data, opts, obs, &mut res, start)
+    }));
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(Stop::Fail(f))) => res.failure = Some(f),
+        Err(p) => res.failure = Some(panic_failure(p)),
+    }
+    res.wall_seconds = start.elapsed().as_secs_f64();
+    res.score = res.curve.last().map(|e| e.valid_score);
+    res
+}
+
+fn run(
+    node: &Node,
+    data: &Data,
+    opts: &TrainOptions,
+    obs: &mut dyn Observer,
+    res: &mut TrainResult,
+    start: Instant,
+) -> Result<(), Stop> {
+    let r = &opts.recipe;
+    let dev = opts.device;
+    let vs = nn::VarStore::new(dev);
+    let net = compile(&vs.root(), node, data.input, data.classes, opts.seed).map_err(|e| {
+        Stop::Fail(Failure {
+            reason: match &e {
+                super::compile::CompileError::Torch { source, .. } => classify(source).reason,
+                _ => FailureReason::Compile,
+            },
+            message: e.to_string(),
+        })
+    })?;
+    let counted = count_params(&vs);
+    debug_assert_eq!(
+        counted, res.params,
+        "compiled parameters differ from the validator's"
+    );
+    res.params = counted;
+    let torch = |e: TchError| Stop::Fail(classify(&e));
+    let mut opt = match r.optimizer {
+        Optimizer::Sgd => nn::Sgd {
+            momentum: r.momentum,
+            dampening: 0.0,
+            wd: r.weight_decay,
+            nesterov: r.nesterov && r.momentum > 0.0,
+        }
+        .build(&vs, r.lr),
+        Optimizer::AdamW => nn::AdamW {
+            wd: r.weight_decay,
+            ..Default::default()
+        }
+        .build(&vs, r.lr),
+    }
+    .map_err(torch)?;
+
+    let train = data.train.to_device(dev);
+    let valid = data.valid.to_device(dev);
+    let n = train.len();
+    let batch = r.batch_size.clamp(1, n.max(1));
+    let per_epoch = (n / batch).max(1) as u64;
+    let mut total = per_epoch * r.epochs as u64;
+    if let Some(m) = r.max_steps {
+        total = total.min(m);
+    }
+    let warmup = ((r.warmup_epochs * per_epoch as f64) as u64).min(total / 2);
+    let bf16 = r.precision == Precision::Bf16;
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5eed_da7a);
+    let mut order: Vec<i64> = (0..n as i64).collect();
+    let mut step = 0u64;
+    let mut epoch = 0usize;
+    let train_start = Instant::now();
+    'outer: while step < total {
+        epoch += 1;
+        order.shuffle(&mut rng);
+        let perm = Tensor::from_slice(&order).to_device(dev);
+        let (mut loss_sum, mut loss_n) = (0.0, 0usize);
+        let mut lr = r.lr;
+        let mut timed_out = false;
+        for b in 0..per_epoch {
+            if step >= total {
+                break;
+            }
+            lr = r.lr_at(step, total, warmup);
+            opt.set_lr(lr);
+            let idx = perm.narrow(0, (b as usize * batch) as i64, batch as i64);
+            let x = train.x.f_index_select(0, &idx).map_err(torch)?;
+            let x = if bf16 { x.to_kind(Kind::BFloat16) } else { x };
+            let y = train.y.f_index_select(0, &idx).map_err(torch)?;
+            let logits = net.forward(&x, true).map_err(torch)?;
+            let loss = logits
+                .f_cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, r.label_smoothing)
+                .map_err(torch)?;
+            let l = loss.f_double_value(&[]).map_err(torch)?;
+            if !l.is_finite() {
+                return Err(Stop::Fail(Failure {
+                    reason: FailureReason::NonFinite,
+                    message: format!("the training loss became {l} at step {}", step + 1),
+                }));
+            }
+            opt.zero_grad();
+            loss.f_backward().map_err(torch)?;
+            if let Some(c) = r.grad_clip {
+                opt.clip_grad_norm(c);
+            }
+            opt.step();
+            step += 1;
+            res.steps = step;
+            loss_sum += l;
+            loss_n += 1;
+            obs.step(step, total, l);
+            if let Some(limit) = r.time_limit_secs {
+                if start.elapsed().as_secs_f64() > limit {
+                    timed_out = true;
+                    break;
+                }
+            }
+        }
+        let (valid_loss, valid_score) = evaluate(&net, &valid, r.eval_batch_size, bf16)?;
+        let e = Epoch {
+            epoch,
+            steps: step,
+            train_loss: loss_sum / loss_n.max(1) as f64,
+            valid_loss,
+            valid_score,
+            lr,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        res.curve.push(e.clone());
+        res.steps_per_second = step as f64 / train_start.elapsed().as_secs_f64().max(1e-9);
+        if !valid_loss.is_finite() {
+            return Err(Stop::Fail(Failure {
+                reason: FailureReason::NonFinite,
+                message: format!("the validation loss became {valid_loss} after epoch {epoch}"),
+            }));
+        }
+        if timed_out {
+            return Err(Stop::Fail(Failure {
+                reason: FailureReason::TimeLimit,
+                message: format!(
+                    "stopped after {:.1} s (limit {:.1} s) at step {step} of {total}; the curve so far is kept",
+                    start.elapsed().as_secs_f64(),
+                    r.time_limit_secs.unwrap_or(0.0)
+                ),
+            }));
+        }
+        if obs.epoch(&e) == Flow::Stop {
+            res.stopped_early = step < total;
+            break 'outer;
+        }
+    }
+    if opts.test {
+        let test = data.test.to_device(dev);
+        res.test_score = Some(evaluate(&net, &test, r.eval_batch_size, bf16)?.1);
+    }
+    Ok(())
+}
+
+/// Mean loss and accuracy on a split, in evaluation mode.
+fn evaluate(net: &Network, s: &Split, batch: usize, bf16: bool) -> Result<(f64, f64), Stop> {
+    let torch = |e: TchError| Stop::Fail(classify(&e));
+    let n = s.len();
+    if n == 0 {
+        return Ok((f64::NAN, 0.0));
+    }
+    let batch = batch.max(1);
+    let (mut loss, mut correct) = (0.0, 0i64);
+    tch::no_grad(|| -> Result<(), Stop> {
+        let mut i = 0;
+        while i < n {
+            let len = batch.min(n - i);
+            let x = s.x.narrow(0, i as i64, len as i64);
+            let x = if bf16 { x.to_kind(Kind::BFloat16) } else { x };
+            let y = s.y.narrow(0, i as i64, len as i64);
+            let logits = net.forward(&x, false).map_err(torch)?;
+            let l = logits
+                .f_cross_entropy_loss::<Tensor>(&y, None, Reduction::Sum, -100, 0.0)
+                .map_err(torch)?;
+            loss += l.f_double_value(&[]).map_err(torch)?;
+            let hit = logits
+                .f_argmax(-1, false)
+                .and_then(|p| p.f_eq_tensor(&y))
+                .and_then(|h| h.f_sum(Kind::Int64))
+                .map_err(torch)?;
+            correct += hit.f_int64_value(&[]).map_err(torch)?;
+            i += len;
+        }
+        Ok(())
+    })?;
+    Ok((loss / n as f64, correct as f64 / n as f64))
+}
