@@ -2,10 +2,14 @@
 //! in the loop.
 //!
 //! The library is organised as the loop's data flows: [`space`] (what a candidate may be:
-//! grammars, the candidate notation, validation, sampling, mutation) -> [`train`] (compile a
-//! candidate to tch, datasets and tasks, the training recipe); [`llm`] (model providers,
-//! prompts, reply parsing, recorded exchanges that replay).
+//! grammars, the candidate notation, validation, sampling, mutation), [`llm`] (model
+//! providers, prompts, reply parsing, recorded exchanges that replay), [`train`] (compile a
+//! candidate to tch, datasets and tasks, the training recipe), [`search`] (strategies that
+//! propose candidates from the history) and [`run`] (the agent loop, the run folder, its
+//! journal, resume and replay).
 
 pub mod llm;
+pub mod run;
+pub mod search;
 pub mod space;
 pub mod train;

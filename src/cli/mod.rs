@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod prompt;
+mod run;
 mod train;
 
 /// archsmith: synthesise neural architectures and tensor programs with a language model in
@@ -43,6 +44,16 @@ pub enum Command {
     /// List the tasks or show one.
     #[command(subcommand)]
     Task(train::TaskCmd),
+    /// Run a search: the built-in default experiment, or one from --config, with overrides.
+    Run(run::RunArgs),
+    /// Continue a run from its journal after a crash, a kill or a raised budget.
+    Resume(run::ResumeArgs),
+    /// Run a recorded run again, answering model calls from its llm.jsonl, and compare.
+    Replay(run::ReplayArgs),
+    /// List the runs in a folder: strategy, evaluations, best score, cost, status.
+    Runs(run::RunsArgs),
+    /// A run's summary and its best candidates.
+    Show(run::ShowArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -189,6 +200,11 @@ pub fn run() -> Result<ExitCode> {
         Command::Prompt(c) => prompt::run(c),
         Command::Train(a) => train::run(a),
         Command::Task(c) => train::task(c),
+        Command::Run(a) => run::run(a),
+        Command::Resume(a) => run::resume(a),
+        Command::Replay(a) => run::replay(a),
+        Command::Runs(a) => run::runs(a),
+        Command::Show(a) => run::show(a),
     }
 }
 

@@ -17,6 +17,12 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("propose.j2", include_str!("../../prompts/propose.j2")),
     ("repair.j2", include_str!("../../prompts/repair.j2")),
     ("predict.j2", include_str!("../../prompts/predict.j2")),
+    ("plans.j2", include_str!("../../prompts/plans.j2")),
+    (
+        "follow_plan.j2",
+        include_str!("../../prompts/follow_plan.j2"),
+    ),
+    ("evolve.j2", include_str!("../../prompts/evolve.j2")),
 ];
 
 #[derive(Debug, thiserror::Error)]

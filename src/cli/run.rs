@@ -1,0 +1,369 @@
+//! `archsmith run | resume | replay | runs | show`: start a search, continue one, replay one,
+//! list runs and show one. The commands settle their inputs, call `archsmith::run`, print.
+
+use anyhow::{bail, Context, Result};
+use archsmith::run::{
+    compare_replay, list_runs, prepare_new, prepare_replay, prepare_resume, summary, Outcome,
+    Overrides, Prepared, Progress, RunSummary, Settings, Status, StrategyKind,
+};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// An experiment file (TOML); the built-in default experiment when absent.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The search space (overrides `space.name`).
+    #[arg(long)]
+    pub space: Option<String>,
+    /// The task (overrides `task.name`), e.g. textures, glyph-sum, cifar10:DIR.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// auto, random, evolution, bo, llm or llm-evolution (overrides `strategy.kind`).
+    #[arg(long)]
+    pub strategy: Option<StrategyKind>,
+    /// Candidates to train (overrides `budget.evaluations`).
+    #[arg(long)]
+    pub evals: Option<u64>,
+    /// Seed of the search and of training (overrides `seed`).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// auto, cpu, cuda or cuda:N (overrides `device`).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Folder the run folder is made in (overrides `out`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Name of the run folder, before the seed and time (overrides `name`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Epochs each candidate trains (overrides `task.recipe.epochs`).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Print the resolved settings and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ResumeArgs {
+    /// The run folder to continue.
+    pub dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// The run folder to replay.
+    pub dir: PathBuf,
+    /// Re-derive the best-so-far trajectory from the journal, without training.
+    #[arg(long)]
+    pub scores_only: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RunsArgs {
+    /// The folder holding run folders.
+    #[arg(default_value = "results")]
+    pub dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    /// The run folder.
+    pub dir: PathBuf,
+    /// How many of the best candidates to list.
+    #[arg(long, default_value_t = 5)]
+    pub top: usize,
+}
+
+fn env_lookup(var: &str) -> Option<String> {
+    std::env::var(var).ok()
+}
+
+pub fn run(a: RunArgs) -> Result<ExitCode> {
+    let mut settings = Settings::load(a.config.as_deref())?;
+    let file = a
+        .config
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "(built-in default)".into());
+    settings.apply(&Overrides {
+        space: a.space,
+        task: a.task,
+        strategy: a.strategy,
+        evaluations: a.evals,
+        seed: a.seed,
+        device: a.device,
+        out: a.out,
+        name: a.name,
+        epochs: a.epochs,
+    });
+    if a.dry_run {
+        settings.validate(&file)?;
+        let why = settings.settle_strategy(&env_lookup);
+        eprintln!("{why}");
+        print!("{}", settings.to_toml());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let prepared = prepare_new(settings, &file, &env_lookup)?;
+    go(prepared)
+}
+
+pub fn resume(a: ResumeArgs) -> Result<ExitCode> {
+    check_run_dir(&a.dir)?;
+    let s = summary(&a.dir)?;
+    if s.status == "completed" || s.status == "exhausted" {
+        eprintln!(
+            "{} already finished ({}: {}); raise its budget in config.toml to go on",
+            a.dir.display(),
+            s.status,
+            s.reason
+        );
+    }
+    go(prepare_resume(&a.dir, &env_lookup)?)
+}
+
+pub fn replay(a: ReplayArgs) -> Result<ExitCode> {
+    check_run_dir(&a.dir)?;
+    if a.scores_only {
+        let s = summary(&a.dir)?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "eval  score     best      candidate")?;
+        let history = trajectory_rows(&a.dir)?;
+        for (i, score, best, cand) in history {
+            writeln!(
+                out,
+                "{i:<5} {:<9} {:<9} {cand}",
+                fmt_score(score),
+                fmt_score(best)
+            )?;
+        }
+        writeln!(
+            out,
+            "\n{} evaluations; best {} ({})",
+            s.evaluations,
+            fmt_score(s.best.as_ref().and_then(|b| b.score)),
+            s.best.as_ref().map(|b| b.hash.as_str()).unwrap_or("-")
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let prepared = prepare_replay(&a.dir)?;
+    let new_dir = prepared.dir.clone();
+    let code = go(prepared)?;
+    let diffs = compare_replay(&a.dir, &new_dir)?;
+    if diffs.is_empty() {
+        eprintln!(
+            "replay matches the recorded run: same proposals and scores ({})",
+            new_dir.display()
+        );
+        Ok(code)
+    } else {
+        eprintln!("replay differs from the recorded run:");
+        for d in &diffs {
+            eprintln!("  {d}");
+        }
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// (evaluation, score, best so far, candidate) for each evaluation in the journal.
+fn trajectory_rows(dir: &Path) -> Result<Vec<(usize, Option<f64>, Option<f64>, String)>> {
+    let s = summary(dir)?;
+    let read = archsmith::run::read_journal(&dir.join("journal.jsonl"))?;
+    let finished: Vec<_> = read
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            archsmith::run::Event::TrainFinished(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect();
+    Ok(finished
+        .into_iter()
+        .zip(s.trajectory)
+        .enumerate()
+        .map(|(i, (t, best))| (i, t.score, best, t.candidate))
+        .collect())
+}
+
+pub fn runs(a: RunsArgs) -> Result<ExitCode> {
+    let all = list_runs(&a.dir)?;
+    let mut out = std::io::stdout().lock();
+    if all.is_empty() {
+        writeln!(out, "no runs in {}", a.dir.display())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "{:<44} {:<14} {:>6} {:>8} {:>9} {:<12}",
+        "run", "strategy", "evals", "best", "cost", "status"
+    )?;
+    for s in all {
+        writeln!(
+            out,
+            "{:<44} {:<14} {:>6} {:>8} {:>9} {:<12}",
+            s.dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            s.strategy,
+            s.evaluations,
+            fmt_score(s.best.as_ref().and_then(|b| b.score)),
+            format!("${:.4}", s.usd),
+            s.status
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn show(a: ShowArgs) -> Result<ExitCode> {
+    check_run_dir(&a.dir)?;
+    let s = summary(&a.dir)?;
+    print!("{}", render_summary(&s, a.top));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render_summary(s: &RunSummary, top: usize) -> String {
+    let mut t = String::new();
+    t += &format!("run       {}\n", s.dir.display());
+    t += &format!(
+        "strategy  {}    space {}    task {}    seed {}\n",
+        s.strategy, s.space, s.task, s.seed
+    );
+    t += &format!(
+        "status    {} ({}), {} session(s){}\n",
+        s.status,
+        s.reason,
+        s.sessions,
+        if s.torn {
+            "; the journal's last line is torn"
+        } else {
+            ""
+        }
+    );
+    let rate = if s.proposals > 0 {
+        100.0 * (s.proposals - s.invalid) as f64 / s.proposals as f64
+    } else {
+        100.0
+    };
+    t += &format!(
+        "work      {} evaluations, {} proposals ({rate:.0}% valid), {:.0} s, {} tokens, ${:.4}\n",
+        s.evaluations, s.proposals, s.elapsed_seconds, s.tokens, s.usd
+    );
+    t += &format!("\ntop {top}:\n");
+    for (i, o) in s.ranked.iter().take(top).enumerate() {
+        t += &format!(
+            "{:>3}. {}  {:>9} params  {}  {}\n",
+            i + 1,
+            fmt_score(o.score),
+            o.params,
+            o.hash,
+            o.candidate
+        );
+        if let Some(p) = &o.plan {
+            t += &format!("       plan: {p}\n");
+        }
+    }
+    t
+}
+
+fn fmt_score(s: Option<f64>) -> String {
+    s.map(|s| format!("{s:.4}")).unwrap_or_else(|| "-".into())
+}
+
+fn check_run_dir(dir: &Path) -> Result<()> {
+    if !dir.join("journal.jsonl").is_file() {
+        bail!(
+            "{} is not a run folder (it has no journal.jsonl)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Starts logging into the run folder, says what the run does, runs it and prints the end.
+fn go(p: Prepared) -> Result<ExitCode> {
+    init_log(&p.dir.join("run.log"))?;
+    eprintln!("{}", p.message);
+    eprintln!("run folder: {}", p.dir.display());
+    tracing::info!(dir = %p.dir.display(), message = %p.message, "run starting");
+    let dir = p.dir.clone();
+    let progress: Box<dyn Progress> = if std::io::stderr().is_terminal() {
+        Box::new(Bar::new(p.exp.settings.budget.evaluations))
+    } else {
+        Box::new(archsmith::run::NoProgress)
+    };
+    let outcome: Outcome = p.run(progress)?;
+    eprintln!(
+        "{}: {} after {} evaluations; best {}{}",
+        outcome.status,
+        outcome.reason,
+        outcome.evaluations,
+        fmt_score(outcome.best.as_ref().and_then(|b| b.score)),
+        outcome
+            .best
+            .as_ref()
+            .map(|b| format!(" ({})", b.candidate))
+            .unwrap_or_default()
+    );
+    eprintln!("see `archsmith show {}`", dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_log(path: &Path) -> Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .try_init();
+    Ok(())
+}
+
+/// The progress bar: evaluations, best so far, validity rate, tokens, cost.
+struct Bar(ProgressBar);
+
+impl Bar {
+    fn new(total: u64) -> Bar {
+        let b = ProgressBar::new(total);
+        if let Ok(style) =
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} evals  {msg}")
+        {
+            b.set_style(style.progress_chars("=> "));
+        }
+        Bar(b)
+    }
+}
+
+impl Progress for Bar {
+    fn update(&mut self, s: &Status) {
+        self.0.set_position(s.evaluations);
+        let valid = if s.proposals > 0 {
+            100.0 * (s.proposals - s.invalid) as f64 / s.proposals as f64
+        } else {
+            100.0
+        };
+        self.0.set_message(format!(
+            "best {}  valid {valid:.0}%  {} tok  ${:.4}",
+            fmt_score(s.best),
+            s.tokens,
+            s.usd
+        ));
+    }
+
+    fn message(&mut self, m: &str) {
+        self.0.println(m);
+    }
+
+    fn finish(&mut self) {
+        self.0.finish_and_clear();
+    }
+}

@@ -1,0 +1,540 @@
+//! Runs: the agent loop, the run folder, the journal, resume and replay.
+//!
+//! A run is a folder `results/<run-id>/` holding
+//! - `config.toml`: the resolved settings (a concrete strategy, never `auto`),
+//! - `journal.jsonl`: typed events (see [`journal`]), each synced before the loop goes on,
+//! - `llm.jsonl`: every model exchange (the llm module's `RecordWriter`),
+//! - `best.arch` / `best.json`: the best candidate so far,
+//! - `run.log`: the tracing log.
+//!
+//! [`prepare_new`], [`prepare_resume`] and [`prepare_replay`] settle everything (settings,
+//! space, task, data, strategy, model client, folder) and give a [`Prepared`] run, which
+//! [`Prepared::run`] drives to the end. [`summary`] and [`list_runs`] read runs back.
+
+pub mod config;
+pub mod journal;
+pub mod runner;
+
+pub use config::{ConfigError, Experiment, Overrides, Settings, StrategyKind};
+pub use journal::{read_journal, Event, Journal, JournalError, JournalRead};
+pub use runner::{
+    Evaluation, Evaluator, FakeEvaluator, NoProgress, Outcome, Progress, Recovered, RunError,
+    Runner, Status, TchEvaluator,
+};
+
+use crate::llm::prompt::Prompts;
+use crate::llm::{read_records, LlmClient, LlmRecord, ProviderKind};
+use crate::search::bo::Bo;
+use crate::search::evolution::Evolution;
+use crate::search::llm::{LlmStrategy, Model};
+use crate::search::llm_evolution::LlmEvolution;
+use crate::search::random::Random;
+use crate::search::{Observation, Strategy};
+use crate::train::TrainOptions;
+use anyhow::{anyhow, bail, Context as _, Result};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A run ready to go: everything settled and the folder made.
+pub struct Prepared {
+    pub exp: Experiment,
+    pub dir: PathBuf,
+    pub run_id: String,
+    /// What the run says at its start: the strategy and why, a resumed journal's state.
+    pub message: String,
+    pub mode: &'static str,
+    state: Recovered,
+    journal: Journal,
+    llm: Option<Arc<LlmClient>>,
+    usage_before: (u64, f64),
+    /// For a replay: the run being replayed.
+    pub replay_of: Option<PathBuf>,
+}
+
+/// Settles the settings, makes the run folder and writes `config.toml`.
+pub fn prepare_new(
+    mut settings: Settings,
+    file: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Prepared> {
+    settings.validate(file)?;
+    let why = settings.settle_strategy(lookup);
+    settings.validate(file)?;
+    let exp = Experiment::resolve(settings, file)?;
+    let dir = new_run_dir(&exp.settings)?;
+    let run_id = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    std::fs::write(dir.join("config.toml"), exp.settings.to_toml())
+        .with_context(|| format!("cannot write {}", dir.join("config.toml").display()))?;
+    let journal = Journal::create(&dir.join("journal.jsonl"))?;
+    let llm = model_client(&exp, &dir, lookup)?;
+    Ok(Prepared {
+        state: Recovered {
+            history: crate::search::History::new(exp.maximize()),
+            ..Default::default()
+        },
+        exp,
+        dir,
+        run_id,
+        message: why,
+        mode: "new",
+        journal,
+        llm,
+        usage_before: (0, 0.0),
+        replay_of: None,
+    })
+}
+
+/// Reopens a run folder to continue it from its journal.
+pub fn prepare_resume(dir: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Prepared> {
+    let cfg = dir.join("config.toml");
+    let settings = Settings::load(Some(&cfg))?;
+    let file = cfg.display().to_string();
+    settings.validate(&file)?;
+    let exp = Experiment::resolve(settings, &file)?;
+    let jpath = dir.join("journal.jsonl");
+    let read = read_journal(&jpath)?;
+    let state = Recovered::from_events(&read.events, exp.maximize());
+    let mut message = format!(
+        "resuming {}: {} evaluations done, {} queued",
+        dir.display(),
+        state.evaluations,
+        state.queue.len()
+    );
+    if let Some(h) = &state.in_flight {
+        message += &format!("; the training of {h} was in flight and is redone");
+    }
+    if let Some(t) = &read.torn {
+        message += &format!(
+            "; the journal's last line ({}, {} bytes) was torn by the crash and is dropped",
+            t.line, t.bytes
+        );
+    }
+    let journal = Journal::open_append(&jpath, read.good_len)?;
+    let llm = model_client(&exp, dir, lookup)?;
+    let usage_before = recorded_usage(&dir.join("llm.jsonl"));
+    let run_id = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Prepared {
+        exp,
+        dir: dir.to_path_buf(),
+        run_id,
+        message,
+        mode: "resume",
+        state,
+        journal,
+        llm,
+        usage_before,
+        replay_of: None,
+    })
+}
+
+/// Sets up a replay of `dir` in a new folder next to it: the same settings, model calls
+/// answered from its `llm.jsonl`, and the budget set to the evaluations it recorded.
+pub fn prepare_replay(dir: &Path) -> Result<Prepared> {
+    let cfg = dir.join("config.toml");
+    let mut settings = Settings::load(Some(&cfg))?;
+    let read = read_journal(&dir.join("journal.jsonl"))?;
+    let recorded = Recovered::from_events(&read.events, true);
+    if recorded.evaluations == 0 {
+        bail!(
+            "{} recorded no evaluation; there is nothing to replay",
+            dir.display()
+        );
+    }
+    settings.budget.evaluations = recorded.evaluations;
+    settings.budget.wall_time_secs = None;
+    settings.budget.tokens = None;
+    settings.budget.usd = None;
+    if let Some(l) = &mut settings.llm {
+        l.provider = ProviderKind::Replay;
+        l.replay_path = Some(dir.join("llm.jsonl"));
+        l.budget = Default::default();
+    }
+    settings.out = dir.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    settings.name = Some(format!("{base}-replay"));
+    let file = cfg.display().to_string();
+    settings.validate(&file)?;
+    let exp = Experiment::resolve(settings, &file)?;
+    let out = exp.settings.out.clone();
+    let new_dir = unique_dir(&out, &format!("{base}-replay"))?;
+    std::fs::write(new_dir.join("config.toml"), exp.settings.to_toml())?;
+    let journal = Journal::create(&new_dir.join("journal.jsonl"))?;
+    let llm = model_client(&exp, &new_dir, &|_| None)?;
+    let run_id = new_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Prepared {
+        state: Recovered {
+            history: crate::search::History::new(exp.maximize()),
+            ..Default::default()
+        },
+        message: format!(
+            "replaying {} ({} evaluations) into {}, model calls answered from its llm.jsonl",
+            dir.display(),
+            recorded.evaluations,
+            new_dir.display()
+        ),
+        exp,
+        dir: new_dir,
+        run_id,
+        mode: "replay",
+        journal,
+        llm,
+        usage_before: (0, 0.0),
+        replay_of: Some(dir.to_path_buf()),
+    })
+}
+
+impl Prepared {
+    /// Loads the data and runs the loop with the libtorch evaluator.
+    pub fn run(self, progress: Box<dyn Progress + '_>) -> Result<Outcome> {
+        let data = self
+            .exp
+            .task
+            .load()
+            .with_context(|| format!("cannot load the data of task {}", self.exp.task.name))?;
+        let device = crate::train::parse_device(&self.exp.settings.device)?;
+        let opts = TrainOptions {
+            recipe: self.exp.recipe.clone(),
+            seed: self.exp.settings.seed,
+            device,
+            max_params: self.exp.check.limits.max_params,
+            test: false,
+        };
+        let evaluator = TchEvaluator { data, opts };
+        self.run_with(Box::new(evaluator), progress)
+    }
+
+    /// Runs the loop with any evaluator (a fake one in benchmarks and tests).
+    pub fn run_with<'a>(
+        self,
+        evaluator: Box<dyn Evaluator + 'a>,
+        progress: Box<dyn Progress + 'a>,
+    ) -> Result<Outcome> {
+        let Prepared {
+            exp,
+            dir,
+            run_id,
+            message,
+            mode,
+            state,
+            journal,
+            llm,
+            usage_before,
+            ..
+        } = self;
+        let strategy = build_strategy(&exp, llm.clone())?;
+        let mut runner = Runner::new(&exp, dir, run_id, journal, strategy, evaluator, llm, state)?;
+        runner.usage_before = usage_before;
+        runner.progress = progress;
+        Ok(runner.run(mode, &message)?)
+    }
+}
+
+/// The strategy the settings name (never `auto`: settle it first).
+pub fn build_strategy<'a>(
+    exp: &'a Experiment,
+    llm: Option<Arc<LlmClient>>,
+) -> Result<Box<dyn Strategy + 'a>> {
+    let s = &exp.settings.strategy;
+    let model = || -> Result<Model> {
+        let client = llm
+            .clone()
+            .ok_or_else(|| anyhow!("strategy {} needs an [llm] section", s.kind.0.name()))?;
+        let prompts = match &exp.settings.space.prompts {
+            Some(d) => Prompts::with_overrides(d)?,
+            None => Prompts::embedded(),
+        };
+        Ok(Model::new(client, prompts)?)
+    };
+    Ok(match s.kind.0 {
+        StrategyKind::Auto => bail!("the strategy is still `auto`; settle it first"),
+        StrategyKind::Random => Box::new(Random),
+        StrategyKind::Evolution => Box::new(Evolution {
+            cfg: s.evolution.clone(),
+        }),
+        StrategyKind::Bo => Box::new(Bo::new(s.bo.clone())),
+        StrategyKind::Llm => Box::new(LlmStrategy {
+            cfg: s.llm.clone(),
+            model: model()?,
+        }),
+        StrategyKind::LlmEvolution => Box::new(LlmEvolution {
+            cfg: s.llm_evolution.clone(),
+            model: model()?,
+        }),
+    })
+}
+
+/// The model client, recording to the run's `llm.jsonl`, when the strategy uses a model.
+fn model_client(
+    exp: &Experiment,
+    dir: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Arc<LlmClient>>> {
+    if !exp.settings.strategy.kind.0.uses_model() {
+        return Ok(None);
+    }
+    let Some(cfg) = &exp.settings.llm else {
+        bail!("the strategy needs an [llm] section");
+    };
+    let client = LlmClient::from_config_with(cfg, Some(&dir.join("llm.jsonl")), lookup)
+        .context("cannot set up the language model")?;
+    Ok(Some(Arc::new(client)))
+}
+
+/// Tokens and dollars recorded in an `llm.jsonl` (zero when there is none).
+pub fn recorded_usage(path: &Path) -> (u64, f64) {
+    let Ok(records) = read_records(path) else {
+        return (0, 0.0);
+    };
+    records
+        .iter()
+        .fold((0, 0.0), |(t, u), LlmRecord::Exchange(x)| {
+            (t + x.usage.total(), u + x.cost_usd.unwrap_or(0.0))
+        })
+}
+
+/// `<out>/<name or strategy>-s<seed>-<UTC date and time>`, made unique.
+fn new_run_dir(s: &Settings) -> Result<PathBuf> {
+    let stamp = utc_stamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    );
+    let name = s
+        .name
+        .clone()
+        .unwrap_or_else(|| s.strategy.kind.0.name().to_string());
+    unique_dir(&s.out, &format!("{stamp}-{name}-s{}", s.seed))
+}
+
+fn unique_dir(out: &Path, base: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    for i in 1..1000 {
+        let name = if i == 1 {
+            base.to_string()
+        } else {
+            format!("{base}-{i}")
+        };
+        let p = out.join(name);
+        match std::fs::create_dir(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", p.display())),
+        }
+    }
+    bail!(
+        "cannot find a free run folder name for {base} in {}",
+        out.display()
+    )
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC (days to civil date after Howard Hinnant's algorithm).
+pub fn utc_stamp(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// A run read back from its folder.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub dir: PathBuf,
+    pub strategy: String,
+    pub space: String,
+    pub task: String,
+    pub seed: u64,
+    pub sessions: u32,
+    pub status: String,
+    pub reason: String,
+    pub evaluations: u64,
+    pub proposals: u64,
+    pub invalid: u64,
+    pub best: Option<Observation>,
+    pub tokens: u64,
+    pub usd: f64,
+    pub elapsed_seconds: f64,
+    pub torn: bool,
+    /// Evaluated candidates, best first.
+    pub ranked: Vec<Observation>,
+    /// Best score after each evaluation (the trajectory).
+    pub trajectory: Vec<Option<f64>>,
+}
+
+/// Reads a run folder's journal into a summary.
+pub fn summary(dir: &Path) -> Result<RunSummary> {
+    let read = read_journal(&dir.join("journal.jsonl"))?;
+    let maximize = Settings::load(Some(&dir.join("config.toml")))
+        .map(|s| s.objective.direction == config::Direction::Maximize)
+        .unwrap_or(true);
+    let state = Recovered::from_events(&read.events, maximize);
+    let first = read.events.iter().find_map(|e| match e {
+        Event::RunStarted(r) => Some(r.clone()),
+        _ => None,
+    });
+    let (status, reason) = match &state.finished {
+        Some(f) => (f.status.clone(), f.reason.clone()),
+        None => (
+            "interrupted".to_string(),
+            "the journal ends without run_finished (a crash, a kill, or still running)".into(),
+        ),
+    };
+    let (tokens, usd) = recorded_usage(&dir.join("llm.jsonl"));
+    let mut best: Option<f64> = None;
+    let h = &state.history;
+    let trajectory = h
+        .all()
+        .iter()
+        .map(|o| {
+            if let Some(s) = o.score {
+                if best.is_none_or(|b| h.better(s, b)) {
+                    best = Some(s);
+                }
+            }
+            best
+        })
+        .collect();
+    Ok(RunSummary {
+        dir: dir.to_path_buf(),
+        strategy: first
+            .as_ref()
+            .map(|r| r.strategy.clone())
+            .unwrap_or_default(),
+        space: first.as_ref().map(|r| r.space.clone()).unwrap_or_default(),
+        task: first.as_ref().map(|r| r.task.clone()).unwrap_or_default(),
+        seed: first.as_ref().map(|r| r.seed).unwrap_or(0),
+        sessions: state.sessions,
+        status,
+        reason,
+        evaluations: state.evaluations,
+        proposals: state.proposals,
+        invalid: state.invalid,
+        best: h.best().cloned(),
+        tokens,
+        usd,
+        elapsed_seconds: state.elapsed_seconds,
+        torn: read.torn.is_some(),
+        ranked: h.ranked().into_iter().cloned().collect(),
+        trajectory,
+    })
+}
+
+/// The runs in `root` (folders holding a journal), oldest first.
+pub fn list_runs(root: &Path) -> Result<Vec<RunSummary>> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .with_context(|| format!("cannot read {}", root.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("journal.jsonl").is_file())
+        .collect();
+    dirs.sort();
+    dirs.iter().map(|d| summary(d)).collect()
+}
+
+/// Compares a replay's journal with the recorded run's: proposals (hash and text, in order)
+/// and scores. Returns the differences, first to last; empty when the replay matches.
+pub fn compare_replay(recorded: &Path, replayed: &Path) -> Result<Vec<String>> {
+    let a = read_journal(&recorded.join("journal.jsonl"))?.events;
+    let b = read_journal(&replayed.join("journal.jsonl"))?.events;
+    let props = |ev: &[Event]| -> Vec<(Option<String>, String)> {
+        ev.iter()
+            .filter_map(|e| match e {
+                Event::Proposal(p) => Some((p.hash.clone(), p.text.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let scores = |ev: &[Event]| -> Vec<(String, Option<f64>)> {
+        ev.iter()
+            .filter_map(|e| match e {
+                Event::TrainFinished(t) => Some((t.hash.clone(), t.score)),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut diffs = Vec::new();
+    let (pa, pb) = (props(&a), props(&b));
+    for (i, (x, y)) in pa.iter().zip(&pb).enumerate() {
+        if x != y {
+            diffs.push(format!(
+                "proposal {i}: recorded `{}`, replayed `{}`",
+                x.1, y.1
+            ));
+            break;
+        }
+    }
+    if pb.len() < pa.len() && diffs.is_empty() {
+        // The budget cut the replay where the recorded run went on proposing (queued
+        // proposals it never trained); only a shortfall of trained candidates matters.
+        tracing::debug!(
+            recorded = pa.len(),
+            replayed = pb.len(),
+            "fewer proposals in the replay"
+        );
+    }
+    let (sa, sb) = (scores(&a), scores(&b));
+    if sa.len() != sb.len() {
+        diffs.push(format!(
+            "{} evaluations recorded, {} replayed",
+            sa.len(),
+            sb.len()
+        ));
+    }
+    for (i, (x, y)) in sa.iter().zip(&sb).enumerate() {
+        if x.0 != y.0 {
+            diffs.push(format!(
+                "evaluation {i}: recorded {}, replayed {}",
+                x.0, y.0
+            ));
+            break;
+        }
+        let same = match (x.1, y.1) {
+            (Some(p), Some(q)) => (p - q).abs() <= 1e-9,
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            diffs.push(format!(
+                "evaluation {i} ({}): recorded score {:?}, replayed {:?}",
+                x.0, x.1, y.1
+            ));
+        }
+    }
+    Ok(diffs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_stamps() {
+        assert_eq!(utc_stamp(0), "19700101-000000");
+        assert_eq!(utc_stamp(1_709_251_199), "20240229-235959");
+        assert_eq!(utc_stamp(951_782_400), "20000229-000000");
+    }
+}

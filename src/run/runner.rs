@@ -1,0 +1,833 @@
+//! The agent loop: ask the strategy for candidates, journal each proposal and its verdict,
+//! train the valid new ones (stopping early by successive halving when asked), journal the
+//! curve and the score, keep the best, and stop when a budget is spent.
+//!
+//! State lives in the journal: [`Recovered::from_events`] rebuilds the history, the queue of
+//! proposed-but-untrained candidates and the counters from it, so that a resumed run neither
+//! loses nor repeats a completed evaluation (one in flight is redone).
+
+use super::config::Experiment;
+use super::journal::{
+    BudgetEvent, EpochEvent, Event, Journal, JournalError, NoteEvent, ProposalEvent, RunFinished,
+    RunStarted, TrainFinished, TrainStarted, ValidationEvent, Verdict,
+};
+use crate::llm::LlmClient;
+use crate::search::{Context, History, Observation, Proposal, SearchError, Strategy};
+use crate::space::{parse_one, Analysis, Node};
+use crate::train::{Data, Epoch, Failure, FailureReason, Flow, OnEpoch, TrainOptions};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What training one candidate gave the loop.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluation {
+    pub score: Option<f64>,
+    pub failure: Option<Failure>,
+    pub curve: Vec<Epoch>,
+    pub params: u64,
+    pub flops: u64,
+    pub stopped_early: bool,
+    pub wall_seconds: f64,
+}
+
+/// Scores a candidate; the loop's one boundary to training.
+pub trait Evaluator {
+    /// Trains `node` (valid, with `analysis`), calling `on_epoch` after each epoch; training
+    /// stops when it returns [`Flow::Stop`].
+    fn evaluate(
+        &mut self,
+        node: &Node,
+        analysis: &Analysis,
+        on_epoch: &mut dyn FnMut(&Epoch) -> Flow,
+    ) -> Evaluation;
+
+    /// Epochs a full evaluation trains.
+    fn epochs(&self) -> usize;
+}
+
+/// Trains with libtorch on the task's data.
+pub struct TchEvaluator {
+    pub data: Data,
+    pub opts: TrainOptions,
+}
+
+impl Evaluator for TchEvaluator {
+    fn evaluate(
+        &mut self,
+        node: &Node,
+        analysis: &Analysis,
+        on_epoch: &mut dyn FnMut(&Epoch) -> Flow,
+    ) -> Evaluation {
+        let r = crate::train::train(
+            node,
+            analysis,
+            &self.data,
+            &self.opts,
+            &mut OnEpoch(|e: &Epoch| on_epoch(e)),
+        );
+        Evaluation {
+            score: r.score.filter(|_| r.failure.is_none()),
+            failure: r.failure,
+            curve: r.curve,
+            params: r.params,
+            flops: r.flops,
+            stopped_early: r.stopped_early,
+            wall_seconds: r.wall_seconds,
+        }
+    }
+
+    fn epochs(&self) -> usize {
+        self.opts.recipe.epochs
+    }
+}
+
+/// A fake evaluator for tests and benchmarks: a deterministic score from the candidate's
+/// size and shape, no training.
+#[derive(Debug, Default)]
+pub struct FakeEvaluator {
+    pub epochs: usize,
+}
+
+impl Evaluator for FakeEvaluator {
+    fn evaluate(
+        &mut self,
+        node: &Node,
+        analysis: &Analysis,
+        on_epoch: &mut dyn FnMut(&Epoch) -> Flow,
+    ) -> Evaluation {
+        let h = u64::from_str_radix(&node.hash_hex()[..8], 16).unwrap_or(0);
+        let noise = (h % 1000) as f64 / 10_000.0;
+        let size = (analysis.total_params() as f64 + 1.0).log10() / 8.0;
+        let target = (0.3 + 0.5 * size.min(1.0) + noise).min(1.0);
+        let mut curve = Vec::new();
+        let mut stopped = false;
+        let epochs = self.epochs.max(1);
+        for e in 1..=epochs {
+            let s = target * e as f64 / epochs as f64;
+            let ep = Epoch {
+                epoch: e,
+                steps: e as u64,
+                train_loss: 1.0 - s,
+                valid_loss: 1.0 - s,
+                valid_score: s,
+                lr: 0.0,
+                seconds: 0.0,
+            };
+            curve.push(ep.clone());
+            if on_epoch(&ep) == Flow::Stop {
+                stopped = e < epochs;
+                break;
+            }
+        }
+        Evaluation {
+            score: curve.last().map(|e| e.valid_score),
+            failure: None,
+            curve,
+            params: analysis.total_params(),
+            flops: analysis.flops,
+            stopped_early: stopped,
+            wall_seconds: 0.0,
+        }
+    }
+
+    fn epochs(&self) -> usize {
+        self.epochs.max(1)
+    }
+}
+
+/// A candidate proposed, valid and new, waiting for training.
+#[derive(Clone, Debug)]
+pub struct Queued {
+    pub proposal: u64,
+    pub hash: String,
+    pub node: Node,
+    pub analysis: Analysis,
+    pub parents: Vec<String>,
+    pub plan: Option<String>,
+}
+
+/// The loop's state as the journal has it.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub history: History,
+    /// Valid new proposals not trained yet, in order (the one in flight first).
+    pub queue: Vec<(ProposalEvent, Option<u64>)>,
+    pub next_proposal: u64,
+    pub next_round: u64,
+    pub evaluations: u64,
+    pub elapsed_seconds: f64,
+    pub sessions: u32,
+    /// Validation scores at each epoch of finished evaluations, for successive halving.
+    pub curves: Vec<Vec<f64>>,
+    /// The hash of a training that started and never finished.
+    pub in_flight: Option<String>,
+    pub proposals: u64,
+    pub invalid: u64,
+    /// Whether the last session finished normally, and how.
+    pub finished: Option<RunFinished>,
+}
+
+impl Recovered {
+    pub fn from_events(events: &[Event], maximize: bool) -> Recovered {
+        let mut r = Recovered {
+            history: History::new(maximize),
+            ..Default::default()
+        };
+        let mut proposals: BTreeMap<u64, ProposalEvent> = BTreeMap::new();
+        let mut valid: Vec<u64> = Vec::new();
+        let mut finished: HashMap<String, ()> = HashMap::new();
+        let mut started: Option<TrainStarted> = None;
+        let mut epochs: HashMap<u64, Vec<f64>> = HashMap::new();
+        for e in events {
+            match e {
+                Event::RunStarted(_) => {
+                    r.sessions += 1;
+                    r.finished = None;
+                }
+                Event::Proposal(p) => {
+                    r.next_proposal = r.next_proposal.max(p.id + 1);
+                    r.next_round = r.next_round.max(p.round + 1);
+                    r.proposals += 1;
+                    proposals.insert(p.id, p.clone());
+                }
+                Event::Validation(v) => match v.verdict {
+                    Verdict::Valid => valid.push(v.id),
+                    Verdict::Invalid => r.invalid += 1,
+                    Verdict::Duplicate | Verdict::Skipped => {}
+                },
+                Event::Note(n) => r.next_round = r.next_round.max(n.round + 1),
+                Event::TrainStarted(t) => {
+                    epochs.remove(&t.eval);
+                    started = Some(t.clone());
+                }
+                Event::Epoch(e) => epochs.entry(e.eval).or_default().push(e.valid_score),
+                Event::TrainFinished(t) => {
+                    started = None;
+                    r.evaluations = r.evaluations.max(t.eval + 1);
+                    r.elapsed_seconds = r.elapsed_seconds.max(t.elapsed_seconds);
+                    finished.insert(t.hash.clone(), ());
+                    let p = proposals.get(&t.proposal);
+                    r.history.push(Observation {
+                        hash: t.hash.clone(),
+                        candidate: t.candidate.clone(),
+                        score: t.score,
+                        outcome: outcome(&t.failure, t.stopped_early),
+                        params: t.params,
+                        parents: p.map(|p| p.parents.clone()).unwrap_or_default(),
+                        plan: p.and_then(|p| p.plan.clone()),
+                        epochs: t.epochs,
+                    });
+                    r.curves.push(epochs.remove(&t.eval).unwrap_or_default());
+                }
+                Event::Budget(_) => {}
+                Event::RunFinished(f) => {
+                    r.elapsed_seconds = r.elapsed_seconds.max(f.elapsed_seconds);
+                    r.finished = Some(f.clone());
+                }
+            }
+        }
+        r.in_flight = started.map(|s| s.hash);
+        for id in valid {
+            let Some(p) = proposals.get(&id) else {
+                continue;
+            };
+            let Some(h) = &p.hash else { continue };
+            if finished.contains_key(h) || r.queue.iter().any(|(q, _)| q.hash.as_ref() == Some(h)) {
+                continue;
+            }
+            r.history.reserve(h);
+            r.queue.push((p.clone(), None));
+        }
+        // The one in flight goes first, as it was first in line when the run stopped.
+        if let Some(h) = &r.in_flight {
+            if let Some(i) = r.queue.iter().position(|(q, _)| q.hash.as_ref() == Some(h)) {
+                let item = r.queue.remove(i);
+                r.queue.insert(0, item);
+            }
+        }
+        r
+    }
+}
+
+/// The outcome column of a history row.
+pub fn outcome(failure: &Option<Failure>, stopped_early: bool) -> String {
+    match failure {
+        Some(f) => format!("failed: {}", f.message),
+        None if stopped_early => "stopped early (successive halving)".into(),
+        None => "ok".into(),
+    }
+}
+
+/// How a session ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub status: String,
+    pub reason: String,
+    pub evaluations: u64,
+    pub best: Option<Observation>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("{0}")]
+    Io(String),
+    #[error("the search failed: {source}; what was recorded is kept in {dir}, continue with `archsmith resume {dir}`")]
+    Search {
+        dir: String,
+        #[source]
+        source: SearchError,
+    },
+}
+
+/// Observes the loop: a progress bar on a terminal, nothing in tests.
+pub trait Progress {
+    fn update(&mut self, _s: &Status) {}
+    fn message(&mut self, _m: &str) {}
+    fn finish(&mut self) {}
+}
+
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// What a progress display shows.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    pub evaluations: u64,
+    pub max_evaluations: u64,
+    pub best: Option<f64>,
+    pub proposals: u64,
+    pub invalid: u64,
+    pub tokens: u64,
+    pub usd: f64,
+}
+
+/// A test hook: after this many `train_started` events in a session, write a torn line and
+/// abort the process, as a crash mid-write would.
+pub const CRASH_ENV: &str = "ARCHSMITH_TEST_CRASH_AFTER_STARTS";
+
+pub struct Runner<'a> {
+    pub exp: &'a Experiment,
+    pub dir: PathBuf,
+    pub run_id: String,
+    pub journal: Journal,
+    pub strategy: Box<dyn Strategy + 'a>,
+    pub evaluator: Box<dyn Evaluator + 'a>,
+    pub llm: Option<Arc<LlmClient>>,
+    pub state: Recovered,
+    /// Model usage recorded before this session (from `llm.jsonl`).
+    pub usage_before: (u64, f64),
+    pub progress: Box<dyn Progress + 'a>,
+    queue: VecDeque<Queued>,
+    started: Instant,
+    stall: u64,
+    starts: u64,
+}
+
+impl<'a> Runner<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        exp: &'a Experiment,
+        dir: PathBuf,
+        run_id: String,
+        journal: Journal,
+        strategy: Box<dyn Strategy + 'a>,
+        evaluator: Box<dyn Evaluator + 'a>,
+        llm: Option<Arc<LlmClient>>,
+        state: Recovered,
+    ) -> Result<Runner<'a>, RunError> {
+        let mut queue = VecDeque::new();
+        for (p, _) in &state.queue {
+            let Some(h) = &p.hash else { continue };
+            let node = parse_one(&p.text)
+                .map_err(|_| RunError::Io(format!("journal: cannot parse proposal {}", p.id)))?
+                .node;
+            let analysis = exp
+                .space
+                .check(&node, None, exp.input, &exp.check)
+                .map_err(|_| {
+                    RunError::Io(format!(
+                        "journal: proposal {} no longer validates against the space",
+                        p.id
+                    ))
+                })?;
+            queue.push_back(Queued {
+                proposal: p.id,
+                hash: h.clone(),
+                node,
+                analysis,
+                parents: p.parents.clone(),
+                plan: p.plan.clone(),
+            });
+        }
+        Ok(Runner {
+            exp,
+            dir,
+            run_id,
+            journal,
+            strategy,
+            evaluator,
+            llm,
+            state,
+            usage_before: (0, 0.0),
+            progress: Box::new(NoProgress),
+            queue,
+            started: Instant::now(),
+            stall: 0,
+            starts: 0,
+        })
+    }
+
+    fn elapsed(&self) -> f64 {
+        self.state.elapsed_seconds + self.started.elapsed().as_secs_f64()
+    }
+
+    fn usage(&self) -> (u64, f64) {
+        let (t0, u0) = self.usage_before;
+        match &self.llm {
+            Some(c) => {
+                let u = c.usage();
+                (t0 + u.input_tokens + u.output_tokens, u0 + u.cost_usd)
+            }
+            None => (t0, u0),
+        }
+    }
+
+    fn status(&self) -> Status {
+        let (tokens, usd) = self.usage();
+        Status {
+            evaluations: self.state.evaluations,
+            max_evaluations: self.exp.settings.budget.evaluations,
+            best: self.state.history.best().and_then(|b| b.score),
+            proposals: self.state.proposals,
+            invalid: self.state.invalid,
+            tokens,
+            usd,
+        }
+    }
+
+    /// The first budget that is spent, as an event.
+    fn budget_spent(&self) -> Option<BudgetEvent> {
+        let b = &self.exp.settings.budget;
+        let ev = |limit: &str, used: f64, max: f64, what: &str| BudgetEvent {
+            limit: limit.into(),
+            used,
+            max,
+            message: format!("{what} budget spent: {used} of {max}"),
+        };
+        if self.state.evaluations >= b.evaluations {
+            return Some(ev(
+                "evaluations",
+                self.state.evaluations as f64,
+                b.evaluations as f64,
+                "evaluation",
+            ));
+        }
+        if let Some(w) = b.wall_time_secs {
+            let e = self.elapsed();
+            if e >= w {
+                return Some(ev("wall_time", (e * 10.0).round() / 10.0, w, "wall-time"));
+            }
+        }
+        let (tokens, usd) = self.usage();
+        if self.llm.is_some() {
+            if let Some(t) = b.tokens {
+                if tokens >= t {
+                    return Some(ev("tokens", tokens as f64, t as f64, "token"));
+                }
+            }
+            if let Some(u) = b.usd {
+                if usd >= u {
+                    return Some(ev("usd", usd, u, "dollar"));
+                }
+            }
+        }
+        None
+    }
+
+    fn log(&mut self, e: Event) -> Result<(), RunError> {
+        self.journal.append(&e)?;
+        Ok(())
+    }
+
+    /// Runs until a budget is spent or the search gives out. `mode` is `new`, `resume` or
+    /// `replay`; `message` says why this strategy.
+    pub fn run(&mut self, mode: &str, message: &str) -> Result<Outcome, RunError> {
+        let s = &self.exp.settings;
+        self.log(Event::RunStarted(RunStarted {
+            run_id: self.run_id.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            strategy: self.strategy.name().into(),
+            space: self.exp.space.name().into(),
+            task: self.exp.task.name.clone(),
+            seed: s.seed,
+            session: self.state.sessions + 1,
+            mode: mode.into(),
+            message: message.into(),
+            unix_time: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        }))?;
+        if s.parallel > 1 {
+            tracing::info!(
+                parallel = s.parallel,
+                "parallel training is not available yet; candidates train one at a time"
+            );
+        }
+        let result = self.run_loop();
+        let (status, reason) = match &result {
+            Ok((st, r)) => (st.clone(), r.clone()),
+            Err(e) => ("failed".to_string(), e.to_string()),
+        };
+        let best = self.state.history.best().cloned();
+        let (tokens, usd) = self.usage();
+        self.log(Event::RunFinished(RunFinished {
+            status: status.clone(),
+            reason: reason.clone(),
+            evaluations: self.state.evaluations,
+            best_hash: best.as_ref().map(|b| b.hash.clone()),
+            best_score: best.as_ref().and_then(|b| b.score),
+            elapsed_seconds: self.elapsed(),
+            tokens,
+            usd,
+        }))?;
+        self.progress.finish();
+        result?;
+        Ok(Outcome {
+            status,
+            reason,
+            evaluations: self.state.evaluations,
+            best,
+        })
+    }
+
+    fn run_loop(&mut self) -> Result<(String, String), RunError> {
+        loop {
+            self.progress.update(&self.status());
+            if let Some(b) = self.budget_spent() {
+                let msg = b.message.clone();
+                self.skip_queue()?;
+                self.log(Event::Budget(b))?;
+                return Ok(("completed".into(), msg));
+            }
+            if let Some(q) = self.queue.pop_front() {
+                self.evaluate(q)?;
+                continue;
+            }
+            match self.propose_round() {
+                Ok(0) => {
+                    self.stall += 1;
+                    if self.stall >= self.exp.settings.budget.stall_rounds {
+                        let msg =
+                            format!("{} rounds in a row gave no new valid candidate", self.stall);
+                        self.log(Event::Budget(BudgetEvent {
+                            limit: "stall".into(),
+                            used: self.stall as f64,
+                            max: self.exp.settings.budget.stall_rounds as f64,
+                            message: msg.clone(),
+                        }))?;
+                        return Ok(("exhausted".into(), msg));
+                    }
+                }
+                Ok(_) => self.stall = 0,
+                Err(e) if e.is_budget() => {
+                    let msg = e.to_string();
+                    let (tokens, _) = self.usage();
+                    self.log(Event::Budget(BudgetEvent {
+                        limit: "llm".into(),
+                        used: tokens as f64,
+                        max: 0.0,
+                        message: msg.clone(),
+                    }))?;
+                    return Ok(("completed".into(), msg));
+                }
+                Err(SearchError::Exhausted) => {
+                    return Ok(("exhausted".into(), SearchError::Exhausted.to_string()))
+                }
+                Err(e) => {
+                    return Err(RunError::Search {
+                        dir: self.dir.display().to_string(),
+                        source: e,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Valid new proposals left when the budget ran out are journaled as skipped, so that a
+    /// reader of the journal sees why they were never trained.
+    fn skip_queue(&mut self) -> Result<(), RunError> {
+        while let Some(q) = self.queue.pop_front() {
+            self.log(Event::Validation(ValidationEvent {
+                id: q.proposal,
+                verdict: Verdict::Skipped,
+                message: Some("the budget ran out before its turn".into()),
+                params: None,
+                flops: None,
+            }))?;
+        }
+        Ok(())
+    }
+
+    /// One round of proposals; returns how many valid new candidates it queued.
+    fn propose_round(&mut self) -> Result<usize, SearchError> {
+        let round = self.state.next_round;
+        self.state.next_round += 1;
+        // A generator per round, from the run's seed and the round: a resumed run draws what
+        // the uninterrupted run would have drawn.
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            self.exp.settings.seed ^ round.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        );
+        let task = format!("{}\n{}", self.exp.task.name, self.exp.task.description);
+        let mut ctx = Context {
+            space: &self.exp.space,
+            input: self.exp.input,
+            check: self.exp.check,
+            history: &self.state.history,
+            rng: &mut rng,
+            round,
+            task: &task,
+            metric: "validation accuracy",
+            notes: Vec::new(),
+        };
+        let batch = self.exp.settings.strategy.batch;
+        let result = self.strategy.propose(&mut ctx, batch);
+        let notes = std::mem::take(&mut ctx.notes);
+        for n in notes {
+            tracing::warn!("{n}");
+            self.progress.message(&n);
+            self.log(Event::Note(NoteEvent { round, message: n }))
+                .map_err(|e| SearchError::Other(e.to_string()))?;
+        }
+        let proposals = result?;
+        let mut queued = 0;
+        for p in proposals {
+            queued += self
+                .record_proposal(round, p)
+                .map_err(|e| SearchError::Other(e.to_string()))?;
+        }
+        Ok(queued)
+    }
+
+    fn record_proposal(&mut self, round: u64, p: Proposal) -> Result<usize, RunError> {
+        let id = self.state.next_proposal;
+        self.state.next_proposal += 1;
+        self.state.proposals += 1;
+        let hash = p.hash();
+        self.log(Event::Proposal(ProposalEvent {
+            id,
+            round,
+            origin: p.origin,
+            text: p.text.clone(),
+            hash: hash.clone(),
+            parents: p.parents.clone(),
+            plan: p.plan.clone(),
+            llm_step: p.llm_step.clone(),
+            predicted: p.predicted.filter(|x| x.is_finite()),
+        }))?;
+        let (verdict, message, queued) = match (&p.checked, &hash) {
+            (Err(m), _) => {
+                self.state.invalid += 1;
+                (Verdict::Invalid, Some(m.clone()), None)
+            }
+            (Ok(_), Some(h)) if self.state.history.seen(h) => (
+                Verdict::Duplicate,
+                Some(format!("candidate {h} was proposed before in this run")),
+                None,
+            ),
+            (Ok((node, a)), Some(h)) => (
+                Verdict::Valid,
+                None,
+                Some(Queued {
+                    proposal: id,
+                    hash: h.clone(),
+                    node: node.clone(),
+                    analysis: a.clone(),
+                    parents: p.parents.clone(),
+                    plan: p.plan.clone(),
+                }),
+            ),
+            (Ok(_), None) => unreachable!("a valid proposal has a hash"),
+        };
+        let a = p.checked.as_ref().ok().map(|(_, a)| a);
+        self.log(Event::Validation(ValidationEvent {
+            id,
+            verdict,
+            message,
+            params: a.map(|a| a.total_params()),
+            flops: a.map(|a| a.flops),
+        }))?;
+        Ok(match queued {
+            Some(q) => {
+                self.state.history.reserve(&q.hash);
+                self.queue.push_back(q);
+                1
+            }
+            None => 0,
+        })
+    }
+
+    fn evaluate(&mut self, q: Queued) -> Result<(), RunError> {
+        let eval = self.state.evaluations;
+        let epochs = self.evaluator.epochs();
+        self.log(Event::TrainStarted(TrainStarted {
+            eval,
+            proposal: q.proposal,
+            hash: q.hash.clone(),
+            candidate: q.node.to_string(),
+            epochs,
+            seed: self.exp.settings.seed,
+        }))?;
+        self.starts += 1;
+        if let Some(n) = std::env::var(CRASH_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            if self.starts >= n {
+                let _ = self
+                    .journal
+                    .append_raw_for_test(br#"{"type":"epoch","data":{"eval":"#);
+                std::process::abort();
+            }
+        }
+        tracing::info!(eval, hash = %q.hash, candidate = %q.node, "training");
+        let rungs = self.exp.settings.fidelity.rungs(epochs);
+        let eta = self.exp.settings.fidelity.eta.max(2);
+        let curves = &self.state.curves;
+        let journal = &mut self.journal;
+        let mut io_error: Option<JournalError> = None;
+        let mut on_epoch = |e: &Epoch| -> Flow {
+            if let Err(err) = journal.append(&Event::Epoch(EpochEvent {
+                eval,
+                epoch: e.epoch,
+                train_loss: e.train_loss,
+                valid_loss: e.valid_loss,
+                valid_score: e.valid_score,
+                seconds: e.seconds,
+            })) {
+                io_error = Some(err);
+                return Flow::Stop;
+            }
+            if rungs.contains(&e.epoch) && !promote(curves, e.epoch, e.valid_score, eta) {
+                return Flow::Stop;
+            }
+            Flow::Continue
+        };
+        let r = self.evaluator.evaluate(&q.node, &q.analysis, &mut on_epoch);
+        if let Some(e) = io_error {
+            return Err(e.into());
+        }
+        let mut failure = r.failure.clone();
+        let score = match r.score {
+            Some(s) if s.is_finite() => Some(s),
+            Some(s) => {
+                failure.get_or_insert(Failure {
+                    reason: FailureReason::NonFinite,
+                    message: format!("the score is {s}"),
+                });
+                None
+            }
+            None => None,
+        };
+        let score = if failure.is_some() { None } else { score };
+        let elapsed = self.elapsed();
+        self.log(Event::TrainFinished(TrainFinished {
+            eval,
+            proposal: q.proposal,
+            hash: q.hash.clone(),
+            candidate: q.node.to_string(),
+            score,
+            failure: failure.clone(),
+            params: r.params,
+            flops: r.flops,
+            epochs: r.curve.len(),
+            stopped_early: r.stopped_early,
+            wall_seconds: r.wall_seconds,
+            elapsed_seconds: elapsed,
+        }))?;
+        self.state.evaluations = eval + 1;
+        self.state
+            .curves
+            .push(r.curve.iter().map(|e| e.valid_score).collect());
+        let before = self.state.history.best().map(|b| b.hash.clone());
+        self.state.history.push(Observation {
+            hash: q.hash.clone(),
+            candidate: q.node.to_string(),
+            score,
+            outcome: outcome(&failure, r.stopped_early),
+            params: r.params,
+            parents: q.parents.clone(),
+            plan: q.plan.clone(),
+            epochs: r.curve.len(),
+        });
+        let after = self.state.history.best().cloned();
+        if let Some(b) = after.filter(|b| Some(&b.hash) != before.as_ref()) {
+            write_best(&self.dir, &b).map_err(RunError::Io)?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a score at a rung epoch is in the top `1 / eta` of the scores seen there (the
+/// candidate's own included). With fewer than `eta` earlier scores, everything goes on.
+pub fn promote(curves: &[Vec<f64>], epoch: usize, score: f64, eta: usize) -> bool {
+    let mut at: Vec<f64> = curves
+        .iter()
+        .filter_map(|c| c.get(epoch - 1).copied())
+        .filter(|s| s.is_finite())
+        .collect();
+    if at.len() < eta {
+        return true;
+    }
+    at.push(score);
+    at.sort_by(|a, b| b.partial_cmp(a).unwrap_or(std::cmp::Ordering::Equal));
+    let keep = (at.len() / eta).max(1);
+    score >= at[keep - 1]
+}
+
+/// Writes `best.arch` and `best.json` atomically (a temporary file, then a rename).
+pub fn write_best(dir: &Path, b: &Observation) -> Result<(), String> {
+    let arch = format!(
+        "# best candidate: score {} ({}), {} parameters, hash {}\n{}\n",
+        b.score.map(|s| format!("{s:.4}")).unwrap_or("-".into()),
+        b.outcome,
+        b.params,
+        b.hash,
+        b.candidate
+    );
+    let json = serde_json::json!({
+        "hash": b.hash,
+        "candidate": b.candidate,
+        "score": b.score,
+        "params": b.params,
+        "epochs": b.epochs,
+        "outcome": b.outcome,
+    });
+    for (name, text) in [("best.arch", arch), ("best.json", format!("{json:#}\n"))] {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text)
+            .and_then(|_| std::fs::rename(&tmp, dir.join(name)))
+            .map_err(|e| format!("cannot write {}: {e}", dir.join(name).display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn promotion_keeps_the_top_fraction() {
+        let curves: Vec<Vec<f64>> = [0.1, 0.2, 0.3, 0.4, 0.5].iter().map(|&s| vec![s]).collect();
+        assert!(promote(&curves, 1, 0.6, 3));
+        assert!(promote(&curves, 1, 0.45, 3));
+        assert!(!promote(&curves, 1, 0.35, 3));
+        assert!(promote(&curves[..1], 1, 0.0, 3), "too few to judge");
+    }
+}

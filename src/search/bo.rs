@@ -1,0 +1,192 @@
+//! Model-based search: a Gaussian-process surrogate on [`Features::vector`] picks, by expected
+//! improvement, the next candidates from a pool of fresh samples and mutations of the best.
+//!
+//! [`Features::vector`]: crate::space::Features::vector
+
+use super::gp::{expected_improvement, Gp, MAX_POINTS};
+use super::{Context, Observation, Proposal, SearchError, Strategy};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BoConfig {
+    /// Random samples evaluated before the surrogate is used.
+    pub initial: usize,
+    /// Fresh samples in each round's pool.
+    pub pool_samples: usize,
+    /// Mutations of the best candidates in each round's pool.
+    pub pool_mutations: usize,
+    /// How many of the best candidates are mutated for the pool.
+    pub mutate_top: usize,
+    /// Exploration margin of expected improvement, in score units.
+    pub xi: f64,
+}
+
+impl Default for BoConfig {
+    fn default() -> Self {
+        BoConfig {
+            initial: 10,
+            pool_samples: 64,
+            pool_mutations: 64,
+            mutate_top: 5,
+            xi: 0.0,
+        }
+    }
+}
+
+impl BoConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.pool_samples + self.pool_mutations == 0 {
+            return Err("`pool_samples` + `pool_mutations` must be at least 1".into());
+        }
+        if !self.xi.is_finite() {
+            return Err("`xi` must be a number".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Bo {
+    pub cfg: BoConfig,
+    /// Feature vectors of evaluated candidates, by hash: derived from the history.
+    features: HashMap<String, Vec<f64>>,
+}
+
+impl Bo {
+    pub fn new(cfg: BoConfig) -> Self {
+        Bo {
+            cfg,
+            features: HashMap::new(),
+        }
+    }
+
+    fn features_of(&mut self, ctx: &Context<'_>, o: &Observation) -> Option<Vec<f64>> {
+        if let Some(f) = self.features.get(&o.hash) {
+            return Some(f.clone());
+        }
+        let node = crate::space::parse_one(&o.candidate).ok()?.node;
+        let f = ctx
+            .space
+            .features(&node, ctx.input, &ctx.check)
+            .ok()?
+            .vector();
+        self.features.insert(o.hash.clone(), f.clone());
+        Some(f)
+    }
+
+    /// The surrogate on the history: the best and the most recent points, failures scored as
+    /// the worst score seen (they are bad, but not infinitely so).
+    fn surrogate(&mut self, ctx: &Context<'_>) -> Option<Gp> {
+        let h = ctx.history;
+        let worst = h
+            .all()
+            .iter()
+            .filter_map(|o| o.score)
+            .map(|s| h.utility(Some(s)))
+            .fold(f64::INFINITY, f64::min);
+        if !worst.is_finite() {
+            return None;
+        }
+        let mut chosen: Vec<&Observation> = h.ranked().into_iter().take(MAX_POINTS / 2).collect();
+        let taken: HashSet<&str> = chosen.iter().map(|o| o.hash.as_str()).collect();
+        let recent: Vec<&Observation> = h
+            .all()
+            .iter()
+            .rev()
+            .filter(|o| !taken.contains(o.hash.as_str()))
+            .take(MAX_POINTS - chosen.len())
+            .collect();
+        chosen.extend(recent);
+        let mut xs = Vec::new();
+        let mut ys = Vec::new();
+        for o in chosen {
+            if let Some(f) = self.features_of(ctx, o) {
+                xs.push(f);
+                ys.push(match o.score {
+                    Some(s) if s.is_finite() => h.utility(Some(s)),
+                    _ => worst,
+                });
+            }
+        }
+        Gp::fit(&xs, &ys).ok()
+    }
+}
+
+impl Strategy for Bo {
+    fn name(&self) -> &'static str {
+        "bo"
+    }
+
+    fn propose(&mut self, ctx: &mut Context<'_>, n: usize) -> Result<Vec<Proposal>, SearchError> {
+        if ctx.history.len() < self.cfg.initial {
+            return (0..n).map(|_| ctx.fresh_sample()).collect();
+        }
+        let Some(gp) = self.surrogate(ctx) else {
+            return (0..n).map(|_| ctx.fresh_sample()).collect();
+        };
+        let best = ctx
+            .history
+            .best()
+            .map(|b| ctx.history.utility(b.score))
+            .unwrap_or(0.0);
+        // The pool: fresh samples and mutations of the best, unseen and distinct.
+        let mut pool: Vec<Proposal> = Vec::new();
+        let mut in_pool: HashSet<String> = HashSet::new();
+        let history = ctx.history;
+        let mut add = |p: Proposal, pool: &mut Vec<Proposal>| {
+            if let Some(h) = p.hash() {
+                if !history.seen(&h) && in_pool.insert(h) {
+                    pool.push(p);
+                }
+            }
+        };
+        let sampler = ctx.space.sampler();
+        for _ in 0..self.cfg.pool_samples {
+            let (node, a) = ctx
+                .space
+                .sample_with(&sampler, ctx.input, &ctx.check, ctx.rng)?;
+            add(
+                Proposal::built(node, a, super::Origin::Sample, vec![]),
+                &mut pool,
+            );
+        }
+        let top: Vec<Observation> = ctx
+            .history
+            .ranked()
+            .into_iter()
+            .take(self.cfg.mutate_top.max(1))
+            .cloned()
+            .collect();
+        for i in 0..self.cfg.pool_mutations {
+            if top.is_empty() {
+                break;
+            }
+            if let Ok(p) = ctx.mutation_of(&top[i % top.len()]) {
+                add(p, &mut pool);
+            }
+        }
+        let mut scored: Vec<(f64, f64, Proposal)> = pool
+            .into_iter()
+            .filter_map(|mut p| {
+                let (node, _) = p.checked.as_ref().ok()?;
+                let f = ctx.space.features(node, ctx.input, &ctx.check).ok()?;
+                let (m, s) = gp.predict(&f.vector());
+                p.predicted = Some(if ctx.history.maximize() { m } else { -m });
+                Some((expected_improvement(m, s, best, self.cfg.xi), m, p))
+            })
+            .collect();
+        // Highest expected improvement first; ties (EI underflows to 0 far from the best) by mean.
+        scored.sort_by(|a, b| {
+            b.0.partial_cmp(&a.0)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal))
+        });
+        let mut out: Vec<Proposal> = scored.into_iter().take(n).map(|x| x.2).collect();
+        while out.len() < n {
+            out.push(ctx.fresh_sample()?);
+        }
+        Ok(out)
+    }
+}

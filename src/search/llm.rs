@@ -1,0 +1,455 @@
+//! The language model as the proposer (LLAMBO-style): it sees the task, the grammar in words,
+//! the history best first and the score to beat, and answers with a plan and `k` candidates
+//! with predicted scores. Invalid candidates go back with the validator's message for a
+//! bounded number of repairs. Options: `plans = n` first asks for n distinct plans, then
+//! candidates for each; `rank_pool = m` adds m samples and mutations of the best to the
+//! model's candidates and lets the model, as a surrogate, pick the most promising; a zero-shot
+//! warm start (the default) lets the model write the first round with no history.
+
+use super::{Context, Observation, Origin, Proposal, SearchError, Strategy};
+use crate::llm::prompt::{
+    HistoryRow, PredictContext, Prompts, ProposeContext, SystemContext,
+    DEFAULT_HISTORY_BUDGET_CHARS,
+};
+use crate::llm::reply::parse_predictions;
+use crate::llm::space_prompt::{check_reply, grammar_text, repair_context, Verdict};
+use crate::llm::{LlmClient, Message};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmStrategyConfig {
+    /// Candidates asked for in each propose call.
+    pub k: usize,
+    /// Repair attempts for each invalid candidate.
+    pub repairs: usize,
+    /// Ask first for this many distinct plans, then for candidates following each; 0 is off.
+    pub plans: usize,
+    /// Let the model write the first round with no history (zero-shot). When off, `initial`
+    /// random samples are evaluated first.
+    pub warm_start: bool,
+    /// Random samples evaluated before the model is asked, when `warm_start` is off.
+    pub initial: usize,
+    /// Samples and mutations of the best added to the model's candidates, all ranked by the
+    /// model's predicted scores (a predict call); 0 is off.
+    pub rank_pool: usize,
+    /// Characters of history table a prompt may take.
+    pub history_chars: usize,
+    /// When a round yields no valid new candidate, fill it with random samples so that the
+    /// run goes on (recorded as samples, with a note).
+    pub fallback: bool,
+}
+
+impl Default for LlmStrategyConfig {
+    fn default() -> Self {
+        LlmStrategyConfig {
+            k: 4,
+            repairs: 2,
+            plans: 0,
+            warm_start: true,
+            initial: 4,
+            rank_pool: 0,
+            history_chars: DEFAULT_HISTORY_BUDGET_CHARS,
+            fallback: true,
+        }
+    }
+}
+
+impl LlmStrategyConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.k == 0 {
+            return Err("`k` must be at least 1".into());
+        }
+        if self.history_chars < 200 {
+            return Err("`history_chars` must be at least 200".into());
+        }
+        Ok(())
+    }
+}
+
+/// What the model-driven strategies share: the client, the templates, and a runtime to block
+/// on model calls from the synchronous loop.
+pub struct Model {
+    pub client: Arc<LlmClient>,
+    pub prompts: Prompts,
+    rt: tokio::runtime::Runtime,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("client", &self.client)
+            .finish()
+    }
+}
+
+impl Model {
+    pub fn new(client: Arc<LlmClient>, prompts: Prompts) -> Result<Self, SearchError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| SearchError::Other(format!("cannot start the async runtime: {e}")))?;
+        Ok(Model {
+            client,
+            prompts,
+            rt,
+        })
+    }
+
+    /// One call: the system prompt and `user`; the texts of the choices.
+    pub fn ask(
+        &self,
+        ctx: &Context<'_>,
+        step: &str,
+        user: String,
+    ) -> Result<Vec<String>, SearchError> {
+        let system = self.prompts.system(&SystemContext {
+            space_name: ctx.space.name().to_string(),
+            metric: ctx.metric.to_string(),
+            maximize: ctx.history.maximize(),
+        })?;
+        let messages = vec![Message::system(system), Message::user(user)];
+        tracing::debug!(step, "model call");
+        let resp = self.rt.block_on(self.client.complete(step, messages))?;
+        Ok(resp.choices.into_iter().map(|c| c.text).collect())
+    }
+
+    /// Checks the candidates of a reply text, repairing the invalid ones; returns every
+    /// proposal made (invalid ones included, with their messages).
+    pub fn check_and_repair(
+        &self,
+        ctx: &mut Context<'_>,
+        reply: &str,
+        step: &str,
+        origin: Origin,
+        parents: &[String],
+        repairs: usize,
+    ) -> Result<Vec<Proposal>, SearchError> {
+        let checked = match check_reply(ctx.space, reply, ctx.input, &ctx.check) {
+            Ok(c) => c,
+            Err(e) => {
+                ctx.notes
+                    .push(format!("model call {step}: unusable reply: {e}"));
+                return Ok(vec![]);
+            }
+        };
+        let mut out = Vec::new();
+        for (i, c) in checked.candidates.into_iter().enumerate() {
+            let base = Proposal {
+                text: c.proposal.text.clone(),
+                checked: Err(String::new()),
+                origin,
+                parents: parents.to_vec(),
+                plan: checked.plan.clone(),
+                llm_step: Some(step.to_string()),
+                predicted: c.proposal.predicted,
+            };
+            match c.verdict {
+                Verdict::Valid(v) => out.push(Proposal {
+                    text: v.canonical,
+                    checked: Ok((v.node, v.analysis)),
+                    ..base
+                }),
+                Verdict::Invalid(inv) => {
+                    out.push(Proposal {
+                        checked: Err(inv.message.clone()),
+                        ..base.clone()
+                    });
+                    let (mut candidate, mut message) = (inv.candidate, inv.message);
+                    for attempt in 1..=repairs {
+                        let rstep = format!("{step}.repair{}.{attempt}", i + 1);
+                        let rc = repair_context(ctx.task, ctx.space, &candidate, &message);
+                        let text = self.prompts.repair(&rc)?;
+                        let texts = self.ask(ctx, &rstep, text)?;
+                        let Some(reply) = texts.first() else { break };
+                        let fixed = match check_reply(ctx.space, reply, ctx.input, &ctx.check) {
+                            Ok(r) => r,
+                            Err(e) => {
+                                ctx.notes
+                                    .push(format!("model call {rstep}: unusable reply: {e}"));
+                                continue;
+                            }
+                        };
+                        let Some(first) = fixed.candidates.into_iter().next() else {
+                            continue;
+                        };
+                        let p = Proposal {
+                            text: first.proposal.text.clone(),
+                            checked: Err(String::new()),
+                            origin: Origin::Repair,
+                            parents: parents.to_vec(),
+                            plan: fixed.plan.clone().or(base.plan.clone()),
+                            llm_step: Some(rstep.clone()),
+                            predicted: first.proposal.predicted.or(base.predicted),
+                        };
+                        match first.verdict {
+                            Verdict::Valid(v) => {
+                                out.push(Proposal {
+                                    text: v.canonical,
+                                    checked: Ok((v.node, v.analysis)),
+                                    ..p
+                                });
+                                break;
+                            }
+                            Verdict::Invalid(inv2) => {
+                                out.push(Proposal {
+                                    checked: Err(inv2.message.clone()),
+                                    ..p
+                                });
+                                candidate = inv2.candidate;
+                                message = inv2.message;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The history as the templates' table rows.
+pub(crate) fn history_rows(obs: &[Observation]) -> Vec<HistoryRow> {
+    obs.iter()
+        .map(|o| HistoryRow {
+            candidate: o.candidate.clone(),
+            score: o.score,
+            params: Some(o.params),
+            outcome: o.outcome.clone(),
+        })
+        .collect()
+}
+
+/// How many proposals are valid and new (not in the history, not repeated in `ps`).
+pub(crate) fn count_new(ctx: &Context<'_>, ps: &[Proposal]) -> usize {
+    let mut seen = HashSet::new();
+    ps.iter()
+        .filter_map(Proposal::hash)
+        .filter(|h| !ctx.history.seen(h) && seen.insert(h.clone()))
+        .count()
+}
+
+pub struct LlmStrategy {
+    pub cfg: LlmStrategyConfig,
+    pub model: Model,
+}
+
+impl LlmStrategy {
+    fn propose_ctx(&self, ctx: &Context<'_>, k: usize) -> ProposeContext {
+        ProposeContext {
+            task: ctx.task.to_string(),
+            space_name: ctx.space.name().to_string(),
+            grammar_text: grammar_text(ctx.space),
+            metric: ctx.metric.to_string(),
+            maximize: ctx.history.maximize(),
+            history: history_rows(ctx.history.all()),
+            target: None,
+            k,
+            history_budget_chars: self.cfg.history_chars,
+        }
+    }
+
+    /// Asks for `n` plans; returns the plan texts (at most `n`).
+    fn plans(&self, ctx: &mut Context<'_>, n: usize) -> Result<Vec<String>, SearchError> {
+        #[derive(Serialize)]
+        struct PlansView<'a> {
+            #[serde(flatten)]
+            base: &'a ProposeContext,
+            history_total: usize,
+            history_shown: usize,
+            n: usize,
+        }
+        let mut pc = self.propose_ctx(ctx, n);
+        let best: Vec<Observation> = ctx
+            .history
+            .ranked()
+            .into_iter()
+            .take(20)
+            .cloned()
+            .collect();
+        pc.history = history_rows(&best);
+        let target = ctx.history.best().and_then(|b| b.score);
+        pc.target = target;
+        let view = PlansView {
+            history_total: ctx.history.len(),
+            history_shown: pc.history.len(),
+            n,
+            base: &pc,
+        };
+        let text = self.model.prompts.render("plans.j2", &view)?;
+        let step = format!("r{}.plans", ctx.round);
+        let replies = self.model.ask(ctx, &step, text)?;
+        let plans = parse_plans(replies.first().map(String::as_str).unwrap_or(""));
+        if plans.is_empty() {
+            ctx.notes
+                .push(format!("model call {step}: no `PLAN n:` line in the reply"));
+        }
+        Ok(plans.into_iter().take(n).collect())
+    }
+
+    /// Ranks proposals by the model's predicted scores (a predict call); unpredicted last.
+    fn rank(
+        &self,
+        ctx: &mut Context<'_>,
+        mut pool: Vec<Proposal>,
+    ) -> Result<Vec<Proposal>, SearchError> {
+        let pc = PredictContext {
+            task: ctx.task.to_string(),
+            space_name: ctx.space.name().to_string(),
+            grammar_text: grammar_text(ctx.space),
+            metric: ctx.metric.to_string(),
+            maximize: ctx.history.maximize(),
+            examples: history_rows(ctx.history.all()),
+            history_budget_chars: self.cfg.history_chars,
+            candidates: pool.iter().map(|p| p.text.clone()).collect(),
+        };
+        let text = self.model.prompts.predict(&pc)?.text;
+        let step = format!("r{}.predict", ctx.round);
+        let replies = self.model.ask(ctx, &step, text)?;
+        match parse_predictions(
+            replies.first().map(String::as_str).unwrap_or(""),
+            pool.len(),
+        ) {
+            Ok(p) => {
+                for (prop, s) in pool.iter_mut().zip(p.scores) {
+                    if s.is_some() {
+                        prop.predicted = s;
+                    }
+                }
+            }
+            Err(e) => ctx
+                .notes
+                .push(format!("model call {step}: unusable predictions: {e}")),
+        }
+        let h = ctx.history;
+        pool.sort_by(|a, b| {
+            h.utility(b.predicted)
+                .partial_cmp(&h.utility(a.predicted))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        Ok(pool)
+    }
+}
+
+/// The plans of a plans reply: the text after each `PLAN n:` (or `PLAN:`) tag.
+pub fn parse_plans(reply: &str) -> Vec<String> {
+    reply
+        .lines()
+        .filter_map(|l| {
+            let t = l.trim().trim_start_matches(['*', '-', '#', ' ']);
+            let rest = t.strip_prefix("PLAN").or_else(|| t.strip_prefix("Plan"))?;
+            let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit() || c == ' ');
+            let rest = rest.strip_prefix(':')?.trim().trim_matches('*').trim();
+            (!rest.is_empty()).then(|| rest.to_string())
+        })
+        .collect()
+}
+
+impl Strategy for LlmStrategy {
+    fn name(&self) -> &'static str {
+        "llm"
+    }
+
+    fn propose(&mut self, ctx: &mut Context<'_>, n: usize) -> Result<Vec<Proposal>, SearchError> {
+        if !self.cfg.warm_start && ctx.history.len() < self.cfg.initial {
+            return (0..n).map(|_| ctx.fresh_sample()).collect();
+        }
+        let k = self.cfg.k.max(n);
+        let mut out: Vec<Proposal> = Vec::new();
+        if self.cfg.plans > 0 {
+            let plans = self.plans(ctx, self.cfg.plans)?;
+            for (j, plan) in plans.iter().enumerate() {
+                let mut text = self.model.prompts.propose(&self.propose_ctx(ctx, k))?.text;
+                #[derive(Serialize)]
+                struct Follow<'a> {
+                    plan: &'a str,
+                }
+                text.push_str(
+                    &self
+                        .model
+                        .prompts
+                        .render("follow_plan.j2", &Follow { plan })?,
+                );
+                let step = format!("r{}.plan{}.propose", ctx.round, j + 1);
+                for reply in self.model.ask(ctx, &step, text)? {
+                    out.extend(self.model.check_and_repair(
+                        ctx,
+                        &reply,
+                        &step,
+                        Origin::Model,
+                        &[],
+                        self.cfg.repairs,
+                    )?);
+                }
+            }
+        }
+        if self.cfg.plans == 0 || count_new(ctx, &out) == 0 {
+            let text = self.model.prompts.propose(&self.propose_ctx(ctx, k))?.text;
+            let step = format!("r{}.propose", ctx.round);
+            for reply in self.model.ask(ctx, &step, text)? {
+                out.extend(self.model.check_and_repair(
+                    ctx,
+                    &reply,
+                    &step,
+                    Origin::Model,
+                    &[],
+                    self.cfg.repairs,
+                )?);
+            }
+        }
+        if self.cfg.rank_pool > 0 {
+            let mut pool: Vec<Proposal> = Vec::new();
+            let mut seen = HashSet::new();
+            let (valid, invalid): (Vec<Proposal>, Vec<Proposal>) =
+                out.into_iter().partition(|p| p.checked.is_ok());
+            for p in valid {
+                if let Some(h) = p.hash() {
+                    if !ctx.history.seen(&h) && seen.insert(h) {
+                        pool.push(p);
+                    }
+                }
+            }
+            let best: Vec<Observation> =
+                ctx.history.ranked().into_iter().take(3).cloned().collect();
+            for i in 0..self.cfg.rank_pool {
+                let p = if i % 2 == 0 || best.is_empty() {
+                    ctx.fresh_sample()?
+                } else {
+                    ctx.mutation_of(&best[i / 2 % best.len()])?
+                };
+                if let Some(h) = p.hash() {
+                    if !ctx.history.seen(&h) && seen.insert(h) {
+                        pool.push(p);
+                    }
+                }
+            }
+            let ranked = self.rank(ctx, pool)?;
+            // Invalid ones stay in the record; the valid are cut to the best `n`.
+            out = invalid;
+            out.extend(ranked.into_iter().take(n));
+        }
+        if count_new(ctx, &out) == 0 && self.cfg.fallback {
+            ctx.notes.push(format!(
+                "round {}: the model gave no valid new candidate; falling back to {n} random sample(s)",
+                ctx.round
+            ));
+            for _ in 0..n {
+                out.push(ctx.fresh_sample()?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_plans;
+
+    #[test]
+    fn plans_are_read_from_tagged_lines() {
+        let r = "Here:\nPLAN 1: go deeper.\n**PLAN 2:** use attention\nPLAN: third\nPLAN 4:\nnoise";
+        assert_eq!(parse_plans(r), ["go deeper.", "use attention", "third"]);
+    }
+}
