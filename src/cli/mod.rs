@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod prompt;
+mod report;
 mod run;
 mod train;
 
@@ -54,6 +55,9 @@ pub enum Command {
     Runs(run::RunsArgs),
     /// A run's summary and its best candidates.
     Show(run::ShowArgs),
+    /// Export a run's best candidate (or one named), or a candidate file, as a PyTorch module
+    /// with its weights (safetensors), as JSON, or as tch weights.
+    Export(report::ExportArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -200,6 +204,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Prompt(c) => prompt::run(c),
         Command::Train(a) => train::run(a),
         Command::Task(c) => train::task(c),
+        Command::Export(a) => report::export(a),
         Command::Run(a) => run::run(a),
         Command::Resume(a) => run::resume(a),
         Command::Replay(a) => run::replay(a),

@@ -262,13 +262,7 @@ impl LlmStrategy {
             n: usize,
         }
         let mut pc = self.propose_ctx(ctx, n);
-        let best: Vec<Observation> = ctx
-            .history
-            .ranked()
-            .into_iter()
-            .take(20)
-            .cloned()
-            .collect();
+        let best: Vec<Observation> = ctx.history.ranked().into_iter().take(20).cloned().collect();
         pc.history = history_rows(&best);
         let target = ctx.history.best().and_then(|b| b.score);
         pc.target = target;
