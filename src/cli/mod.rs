@@ -58,6 +58,10 @@ pub enum Command {
     /// Export a run's best candidate (or one named), or a candidate file, as a PyTorch module
     /// with its weights (safetensors), as JSON, or as tch weights.
     Export(report::ExportArgs),
+    /// Write a run's report: one self-contained HTML file with plots and tables.
+    Report(report::ReportArgs),
+    /// Compare runs: best-so-far by strategy over seeds, improvement over random; HTML and CSV.
+    Compare(report::CompareArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -205,6 +209,8 @@ pub fn run() -> Result<ExitCode> {
         Command::Train(a) => train::run(a),
         Command::Task(c) => train::task(c),
         Command::Export(a) => report::export(a),
+        Command::Report(a) => report::report(a),
+        Command::Compare(a) => report::compare(a),
         Command::Run(a) => run::run(a),
         Command::Resume(a) => run::resume(a),
         Command::Replay(a) => run::replay(a),
