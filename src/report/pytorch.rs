@@ -673,8 +673,9 @@ mod tests {
 
     #[test]
     fn a_convolution_reads_as_im2col_linear_col2im() {
-        let node =
-            parse_one("seq(route(im2col(3,1,1), linear(8), col2im), norm, leakyrelu)").unwrap();
+        let node = parse_one("seq(route(im2col(3,1,1), linear(8), col2im), norm, leakyrelu)")
+            .unwrap()
+            .node;
         let m = module(&node, Shape::im(3, 8, 8), 10, &ModuleInfo::default()).unwrap();
         assert!(m.source.contains("self.linear_0_1 = nn.Linear(27, 8)"));
         assert!(m.source.contains("x1 = im2col(x, 3, 1, 1)"));
