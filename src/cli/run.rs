@@ -3,8 +3,8 @@
 
 use anyhow::{bail, Context, Result};
 use archsmith::run::{
-    compare_replay, list_runs, prepare_new, prepare_replay, prepare_resume, summary, Outcome,
-    Overrides, Prepared, Progress, RunSummary, Settings, Status, StrategyKind,
+    compare_replay, list_runs, prepare_new, prepare_replay, prepare_resume, summary, trajectory,
+    Outcome, Overrides, Prepared, Progress, RunSummary, Settings, Status, StrategyKind,
 };
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -136,13 +136,14 @@ pub fn replay(a: ReplayArgs) -> Result<ExitCode> {
         let s = summary(&a.dir)?;
         let mut out = std::io::stdout().lock();
         writeln!(out, "eval  score     best      candidate")?;
-        let history = trajectory_rows(&a.dir)?;
-        for (i, score, best, cand) in history {
+        for p in trajectory(&a.dir)? {
             writeln!(
                 out,
-                "{i:<5} {:<9} {:<9} {cand}",
-                fmt_score(score),
-                fmt_score(best)
+                "{:<5} {:<9} {:<9} {}",
+                p.eval,
+                fmt_score(p.score),
+                fmt_score(p.best),
+                p.candidate
             )?;
         }
         writeln!(
@@ -171,26 +172,6 @@ pub fn replay(a: ReplayArgs) -> Result<ExitCode> {
         }
         Ok(ExitCode::from(1))
     }
-}
-
-/// (evaluation, score, best so far, candidate) for each evaluation in the journal.
-fn trajectory_rows(dir: &Path) -> Result<Vec<(usize, Option<f64>, Option<f64>, String)>> {
-    let s = summary(dir)?;
-    let read = archsmith::run::read_journal(&dir.join("journal.jsonl"))?;
-    let finished: Vec<_> = read
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            archsmith::run::Event::TrainFinished(t) => Some(t.clone()),
-            _ => None,
-        })
-        .collect();
-    Ok(finished
-        .into_iter()
-        .zip(s.trajectory)
-        .enumerate()
-        .map(|(i, (t, best))| (i, t.score, best, t.candidate))
-        .collect())
 }
 
 pub fn runs(a: RunsArgs) -> Result<ExitCode> {

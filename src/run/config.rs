@@ -175,7 +175,7 @@ impl Default for TaskSettings {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StrategySettings {
     pub kind: StrategyKindField,
@@ -185,6 +185,19 @@ pub struct StrategySettings {
     pub bo: BoConfig,
     pub llm: LlmStrategyConfig,
     pub llm_evolution: LlmEvolutionConfig,
+}
+
+impl Default for StrategySettings {
+    fn default() -> Self {
+        StrategySettings {
+            kind: StrategyKindField::default(),
+            batch: 1,
+            evolution: EvolutionConfig::default(),
+            bo: BoConfig::default(),
+            llm: LlmStrategyConfig::default(),
+            llm_evolution: LlmEvolutionConfig::default(),
+        }
+    }
 }
 
 /// `StrategyKind` with `auto` as its default, for the settings field.

@@ -4,7 +4,7 @@
 //! - `config.toml`: the resolved settings (a concrete strategy, never `auto`),
 //! - `journal.jsonl`: typed events (see [`journal`]), each synced before the loop goes on,
 //! - `llm.jsonl`: every model exchange (the llm module's `RecordWriter`),
-//! - `best.arch` / `best.json`: the best candidate so far,
+//! - `best.arch` / `best.json` / `best.ot`: the best candidate so far and its trained weights,
 //! - `run.log`: the tracing log.
 //!
 //! [`prepare_new`], [`prepare_resume`] and [`prepare_replay`] settle everything (settings,
@@ -211,7 +211,12 @@ impl Prepared {
             max_params: self.exp.check.limits.max_params,
             test: false,
         };
-        let evaluator = TchEvaluator { data, opts };
+        // Weights of a small candidate are cheap to keep; the best's stay as `best.ot`.
+        let evaluator = TchEvaluator {
+            data,
+            opts,
+            weights_to: Some(self.dir.join(".last.ot")),
+        };
         self.run_with(Box::new(evaluator), progress)
     }
 
@@ -442,6 +447,37 @@ pub fn summary(dir: &Path) -> Result<RunSummary> {
         ranked: h.ranked().into_iter().cloned().collect(),
         trajectory,
     })
+}
+
+/// One evaluation of a run's trajectory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrajectoryPoint {
+    pub eval: u64,
+    pub hash: String,
+    pub candidate: String,
+    pub score: Option<f64>,
+    /// Best score up to and including this evaluation.
+    pub best: Option<f64>,
+}
+
+/// The run's trajectory re-derived from its journal, without training anything.
+pub fn trajectory(dir: &Path) -> Result<Vec<TrajectoryPoint>> {
+    let s = summary(dir)?;
+    let read = read_journal(&dir.join("journal.jsonl"))?;
+    let finished = read.events.iter().filter_map(|e| match e {
+        Event::TrainFinished(t) => Some(t),
+        _ => None,
+    });
+    Ok(finished
+        .zip(s.trajectory)
+        .map(|(t, best)| TrajectoryPoint {
+            eval: t.eval,
+            hash: t.hash.clone(),
+            candidate: t.candidate.clone(),
+            score: t.score,
+            best,
+        })
+        .collect())
 }
 
 /// The runs in `root` (folders holding a journal), oldest first.

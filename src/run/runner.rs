@@ -32,6 +32,8 @@ pub struct Evaluation {
     pub flops: u64,
     pub stopped_early: bool,
     pub wall_seconds: f64,
+    /// Where the trained weights were saved, if they were.
+    pub weights: Option<PathBuf>,
 }
 
 /// Scores a candidate; the loop's one boundary to training.
@@ -53,6 +55,8 @@ pub trait Evaluator {
 pub struct TchEvaluator {
     pub data: Data,
     pub opts: TrainOptions,
+    /// Save each candidate's weights here (the loop keeps the best's as `best.ot`).
+    pub weights_to: Option<PathBuf>,
 }
 
 impl Evaluator for TchEvaluator {
@@ -62,13 +66,18 @@ impl Evaluator for TchEvaluator {
         analysis: &Analysis,
         on_epoch: &mut dyn FnMut(&Epoch) -> Flow,
     ) -> Evaluation {
-        let r = crate::train::train(
+        let r = crate::train::train_saving(
             node,
             analysis,
             &self.data,
             &self.opts,
             &mut OnEpoch(|e: &Epoch| on_epoch(e)),
+            self.weights_to.as_deref(),
         );
+        let weights = self
+            .weights_to
+            .clone()
+            .filter(|p| r.failure.is_none() && p.is_file());
         Evaluation {
             score: r.score.filter(|_| r.failure.is_none()),
             failure: r.failure,
@@ -77,6 +86,7 @@ impl Evaluator for TchEvaluator {
             flops: r.flops,
             stopped_early: r.stopped_early,
             wall_seconds: r.wall_seconds,
+            weights,
         }
     }
 
@@ -131,6 +141,7 @@ impl Evaluator for FakeEvaluator {
             flops: analysis.flops,
             stopped_early: stopped,
             wall_seconds: 0.0,
+            weights: None,
         }
     }
 
@@ -509,55 +520,70 @@ impl<'a> Runner<'a> {
 
     fn run_loop(&mut self) -> Result<(String, String), RunError> {
         loop {
-            self.progress.update(&self.status());
-            if let Some(b) = self.budget_spent() {
-                let msg = b.message.clone();
-                self.skip_queue()?;
-                self.log(Event::Budget(b))?;
-                return Ok(("completed".into(), msg));
-            }
-            if let Some(q) = self.queue.pop_front() {
-                self.evaluate(q)?;
-                continue;
-            }
-            match self.propose_round() {
-                Ok(0) => {
-                    self.stall += 1;
-                    if self.stall >= self.exp.settings.budget.stall_rounds {
-                        let msg =
-                            format!("{} rounds in a row gave no new valid candidate", self.stall);
-                        self.log(Event::Budget(BudgetEvent {
-                            limit: "stall".into(),
-                            used: self.stall as f64,
-                            max: self.exp.settings.budget.stall_rounds as f64,
-                            message: msg.clone(),
-                        }))?;
-                        return Ok(("exhausted".into(), msg));
-                    }
-                }
-                Ok(_) => self.stall = 0,
-                Err(e) if e.is_budget() => {
-                    let msg = e.to_string();
-                    let (tokens, _) = self.usage();
-                    self.log(Event::Budget(BudgetEvent {
-                        limit: "llm".into(),
-                        used: tokens as f64,
-                        max: 0.0,
-                        message: msg.clone(),
-                    }))?;
-                    return Ok(("completed".into(), msg));
-                }
-                Err(SearchError::Exhausted) => {
-                    return Ok(("exhausted".into(), SearchError::Exhausted.to_string()))
-                }
-                Err(e) => {
-                    return Err(RunError::Search {
-                        dir: self.dir.display().to_string(),
-                        source: e,
-                    })
-                }
+            if let Some(end) = self.step()? {
+                return Ok(end);
             }
         }
+    }
+
+    /// One turn of the loop: train the next queued candidate, or ask the strategy for a round
+    /// of proposals when none is queued. Returns the status and reason when the run ends.
+    pub fn step(&mut self) -> Result<Option<(String, String)>, RunError> {
+        self.progress.update(&self.status());
+        if let Some(b) = self.budget_spent() {
+            let msg = b.message.clone();
+            self.skip_queue()?;
+            self.log(Event::Budget(b))?;
+            return Ok(Some(("completed".into(), msg)));
+        }
+        if let Some(q) = self.queue.pop_front() {
+            self.evaluate(q)?;
+            return Ok(None);
+        }
+        match self.propose_round() {
+            Ok(0) => {
+                self.stall += 1;
+                if self.stall >= self.exp.settings.budget.stall_rounds {
+                    let msg = format!("{} rounds in a row gave no new valid candidate", self.stall);
+                    self.log(Event::Budget(BudgetEvent {
+                        limit: "stall".into(),
+                        used: self.stall as f64,
+                        max: self.exp.settings.budget.stall_rounds as f64,
+                        message: msg.clone(),
+                    }))?;
+                    return Ok(Some(("exhausted".into(), msg)));
+                }
+                Ok(None)
+            }
+            Ok(_) => {
+                self.stall = 0;
+                Ok(None)
+            }
+            Err(e) if e.is_budget() => {
+                let msg = e.to_string();
+                let (tokens, _) = self.usage();
+                self.log(Event::Budget(BudgetEvent {
+                    limit: "llm".into(),
+                    used: tokens as f64,
+                    max: 0.0,
+                    message: msg.clone(),
+                }))?;
+                Ok(Some(("completed".into(), msg)))
+            }
+            Err(SearchError::Exhausted) => Ok(Some((
+                "exhausted".into(),
+                SearchError::Exhausted.to_string(),
+            ))),
+            Err(e) => Err(RunError::Search {
+                dir: self.dir.display().to_string(),
+                source: e,
+            }),
+        }
+    }
+
+    /// Evaluations done so far.
+    pub fn evaluations(&self) -> u64 {
+        self.state.evaluations
     }
 
     /// Valid new proposals left when the budget ran out are journaled as skipped, so that a
@@ -769,6 +795,16 @@ impl<'a> Runner<'a> {
         let after = self.state.history.best().cloned();
         if let Some(b) = after.filter(|b| Some(&b.hash) != before.as_ref()) {
             write_best(&self.dir, &b).map_err(RunError::Io)?;
+            if let Some(w) = &r.weights {
+                let to = self.dir.join("best.ot");
+                std::fs::rename(w, &to)
+                    .map_err(|e| RunError::Io(format!("cannot write {}: {e}", to.display())))?;
+            } else {
+                // Stale weights of an earlier best must not pass for this one's.
+                let _ = std::fs::remove_file(self.dir.join("best.ot"));
+            }
+        } else if let Some(w) = &r.weights {
+            let _ = std::fs::remove_file(w);
         }
         Ok(())
     }
@@ -821,6 +857,136 @@ pub fn write_best(dir: &Path, b: &Observation) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::config::Settings;
+    use crate::run::journal::read_journal;
+    use crate::search::{Origin, Proposal};
+
+    fn experiment(extra: &str) -> Experiment {
+        let text = format!(
+            "seed = 3\n[space.limits]\nmax_params = 30000\nmax_flops = 3000000\n[strategy]\nkind = \"random\"\n{extra}"
+        );
+        let s = Settings::from_toml(&text, "t").unwrap();
+        s.validate("t").unwrap();
+        Experiment::resolve(s, "t").unwrap()
+    }
+
+    fn runner<'a>(exp: &'a Experiment, dir: &Path, strategy: Box<dyn Strategy + 'a>) -> Runner<'a> {
+        Runner::new(
+            exp,
+            dir.to_path_buf(),
+            "t".into(),
+            Journal::create(&dir.join("journal.jsonl")).unwrap(),
+            strategy,
+            Box::new(FakeEvaluator { epochs: 2 }),
+            None,
+            Recovered {
+                history: History::new(true),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// Proposes the same candidate every round.
+    struct Parrot;
+    impl Strategy for Parrot {
+        fn name(&self) -> &'static str {
+            "parrot"
+        }
+        fn propose(
+            &mut self,
+            ctx: &mut Context<'_>,
+            _n: usize,
+        ) -> Result<Vec<Proposal>, SearchError> {
+            let mut p = ctx.fresh_sample()?;
+            let (node, a) =
+                ctx.space
+                    .sample(ctx.input, &ctx.check, &mut ChaCha8Rng::seed_from_u64(1))?;
+            p.text = node.to_string();
+            p.checked = Ok((node, a));
+            p.origin = Origin::Sample;
+            Ok(vec![p.clone(), p])
+        }
+    }
+
+    #[test]
+    fn duplicates_are_never_trained_and_a_stalled_search_ends() {
+        let exp = experiment("[budget]\nevaluations = 10\nstall_rounds = 3\n");
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = runner(&exp, dir.path(), Box::new(Parrot));
+        let out = r.run("new", "").unwrap();
+        assert_eq!(out.status, "exhausted");
+        assert_eq!(out.evaluations, 1);
+        let ev = read_journal(&dir.path().join("journal.jsonl"))
+            .unwrap()
+            .events;
+        let dups = ev
+            .iter()
+            .filter(|e| matches!(e, Event::Validation(v) if v.verdict == Verdict::Duplicate))
+            .count();
+        // Round 0: one valid, one duplicate; rounds 1-3: two duplicates each.
+        assert_eq!(dups, 7);
+        assert!(ev
+            .iter()
+            .any(|e| matches!(e, Event::Budget(b) if b.limit == "stall")));
+    }
+
+    #[test]
+    fn budgets_stop_the_run_and_are_journaled() {
+        let exp = experiment("[budget]\nevaluations = 4\n");
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = runner(&exp, dir.path(), Box::new(crate::search::random::Random));
+        let out = r.run("new", "").unwrap();
+        assert_eq!((out.status.as_str(), out.evaluations), ("completed", 4));
+        let ev = read_journal(&dir.path().join("journal.jsonl"))
+            .unwrap()
+            .events;
+        assert!(ev.iter().any(|e| matches!(e, Event::Budget(b)
+            if b.limit == "evaluations" && b.used == 4.0 && b.max == 4.0)));
+        assert!(matches!(ev.last(), Some(Event::RunFinished(f)) if f.evaluations == 4));
+
+        // Wall time: a budget already spent by earlier sessions stops the run at once.
+        let exp = experiment("[budget]\nevaluations = 4\nwall_time_secs = 5.0\n");
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = runner(&exp, dir.path(), Box::new(crate::search::random::Random));
+        r.state.elapsed_seconds = 6.0;
+        let out = r.run("new", "").unwrap();
+        assert_eq!(out.evaluations, 0);
+        assert!(out.reason.contains("wall-time"), "{}", out.reason);
+    }
+
+    #[test]
+    fn recovery_rebuilds_history_and_queue() {
+        // `batch` lands in the [strategy] table the helper opens.
+        let exp = experiment("batch = 3\n[budget]\nevaluations = 4\n");
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = runner(&exp, dir.path(), Box::new(crate::search::random::Random));
+        r.run("new", "").unwrap();
+        let ev = read_journal(&dir.path().join("journal.jsonl"))
+            .unwrap()
+            .events;
+        let rec = Recovered::from_events(&ev, true);
+        assert_eq!(rec.evaluations, 4);
+        assert_eq!(rec.history.len(), 4);
+        assert_eq!(rec.sessions, 1);
+        // Batches of 3 for 4 evaluations: the last two proposals were skipped, and a resume
+        // with a larger budget trains them first.
+        assert_eq!(rec.queue.len(), 2);
+        assert!(rec.in_flight.is_none());
+        // Cut the journal just after the third training started: two done, one in flight.
+        let cut = ev
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| matches!(e, Event::TrainStarted(_)))
+            .nth(2)
+            .map(|(i, _)| i + 1)
+            .unwrap();
+        let rec = Recovered::from_events(&ev[..cut], true);
+        assert_eq!(rec.evaluations, 2);
+        assert!(rec.in_flight.is_some());
+        assert_eq!(rec.queue[0].0.hash, rec.in_flight);
+        assert!(rec.history.seen(rec.in_flight.as_deref().unwrap()));
+    }
 
     #[test]
     fn promotion_keeps_the_top_fraction() {

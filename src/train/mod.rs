@@ -8,7 +8,7 @@
 //! - [`task`], [`data`], [`synth`], [`npy`]: tasks, datasets, loaders and synthetic data.
 //! - [`recipe`]: optimiser, schedule, regularisation and budgets.
 //! - [`trainer`]: the loop, the result, failures as values, the early-stopping hook.
-//! - [`device`]: parsing `auto`, `cpu`, `cuda` and `cuda:N`.
+//! - [`device`]: which device, from `auto`, `cpu`, `cuda` or `cuda:N`.
 
 pub mod compile;
 pub mod data;
@@ -25,5 +25,6 @@ pub use device::{parse_device, DeviceChoice, DeviceError};
 pub use recipe::{Optimizer, Precision, Recipe};
 pub use task::{Metric, Task, TaskError};
 pub use trainer::{
-    train, Epoch, Failure, FailureReason, Flow, Observer, OnEpoch, Quiet, TrainOptions, TrainResult,
+    train, train_saving, Epoch, Failure, FailureReason, Flow, Observer, OnEpoch, Quiet,
+    TrainOptions, TrainResult,
 };

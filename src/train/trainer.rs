@@ -190,6 +190,19 @@ pub fn train(
     opts: &TrainOptions,
     obs: &mut dyn Observer,
 ) -> TrainResult {
+    train_saving(node, analysis, data, opts, obs, None)
+}
+
+/// As [`train`], and when `save_to` is given and training did not fail, saves the trained
+/// weights there (tch `VarStore::save`). A failed save is logged, not a failed training.
+pub fn train_saving(
+    node: &Node,
+    analysis: &Analysis,
+    data: &Data,
+    opts: &TrainOptions,
+    obs: &mut dyn Observer,
+    save_to: Option<&std::path::Path>,
+) -> TrainResult {
     let start = Instant::now();
     let r = &opts.recipe;
     let params = analysis.params + crate::space::check::head_params(analysis.output, data.classes);
@@ -254,7 +267,7 @@ pub fn train(
         tch::set_num_threads(r.threads as i32);
     }
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        run(node, data, opts, obs, &mut res, start)
+        run(node, data, opts, obs, &mut res, start, save_to)
     }));
     match outcome {
         Ok(Ok(())) => {}
@@ -273,6 +286,7 @@ fn run(
     obs: &mut dyn Observer,
     res: &mut TrainResult,
     start: Instant,
+    save_to: Option<&std::path::Path>,
 ) -> Result<(), Stop> {
     let r = &opts.recipe;
     let dev = opts.device;
@@ -402,6 +416,11 @@ fn run(
         if obs.epoch(&e) == Flow::Stop {
             res.stopped_early = step < total;
             break 'outer;
+        }
+    }
+    if let Some(p) = save_to {
+        if let Err(e) = vs.save(p) {
+            tracing::warn!(path = %p.display(), error = %e, "cannot save the trained weights");
         }
     }
     if opts.test {
