@@ -118,11 +118,16 @@ fn exported_modules_match_the_compiled_network() {
             i,
         ));
     }
-    let manifest = tmp.path().join("cases.txt");
+    check_in_python(&python, tmp.path(), &folders);
+}
+
+/// Runs tests/export/check.py over the case folders; every one must match.
+fn check_in_python(python: &Path, tmp: &Path, folders: &[PathBuf]) {
+    let manifest = tmp.join("cases.txt");
     let text: Vec<String> = folders.iter().map(|f| f.display().to_string()).collect();
     std::fs::write(&manifest, text.join("\n")).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/export/check.py");
-    let out = Command::new(&python)
+    let out = Command::new(python)
         .arg(&script)
         .arg(&manifest)
         .output()
@@ -135,11 +140,126 @@ fn exported_modules_match_the_compiled_network() {
         python.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    for f in &folders {
-        let name = f.file_name().unwrap().to_string_lossy();
+    for f in folders {
         assert!(
             stdout.contains(&format!("ok   {}", f.display())),
-            "{name} not checked"
+            "{} not checked",
+            f.display()
         );
     }
+}
+
+/// A real run's best, exported from its folder with `archsmith export`: the module carries
+/// the trained weights (best.ot), and computes what the compiled network with them computes.
+#[test]
+fn a_runs_best_exports_with_its_trained_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let bin = env!("CARGO_BIN_EXE_archsmith");
+    let out = Command::new(bin)
+        .args([
+            "run",
+            "--space",
+            "mlp",
+            "--task",
+            "teacher",
+            "--strategy",
+            "random",
+            "--evals",
+            "2",
+            "--epochs",
+            "1",
+            "--name",
+            "t",
+        ])
+        .arg("--out")
+        .arg(&runs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(dir.join("best.ot").is_file(), "the run kept no weights");
+    let case = tmp.path().join("best");
+    for format in ["pytorch", "json", "weights"] {
+        let out = Command::new(bin)
+            .arg("export")
+            .arg(&dir)
+            .args(["--format", format, "--out"])
+            .arg(&case)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(case.join("candidate.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["is_best"], true);
+    assert_eq!(json["has_weights"], true);
+    assert_eq!(json["task"]["name"], "teacher");
+    assert_eq!(
+        std::fs::read(case.join("weights.ot")).unwrap(),
+        std::fs::read(dir.join("best.ot")).unwrap()
+    );
+    // The same run through report, show --format json and compare.
+    let out = Command::new(bin).arg("report").arg(&dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(page.contains("Score against parameters") && !page.contains("<script"));
+    let out = Command::new(bin)
+        .arg("show")
+        .arg(&dir)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["run"]["evaluations"], 2);
+    let csv = tmp.path().join("runs.csv");
+    let out = Command::new(bin)
+        .arg("compare")
+        .arg(&runs)
+        .arg("--out")
+        .arg(tmp.path().join("compare.html"))
+        .arg("--csv")
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(csv.contains(",random,mlp,teacher,0,2,"), "{csv}");
+    // The expected logits: the compiled network with the run's trained weights.
+    let item = archsmith::report::from_run(&dir, None).unwrap();
+    assert!(item.weights.is_some());
+    let (_vs, net) = item.build().unwrap();
+    let mut dims = vec![3i64];
+    dims.extend(item.input.dims().iter().map(|&d| d as i64));
+    let x = Tensor::randn(dims.as_slice(), (Kind::Float, Device::Cpu));
+    let y = tch::no_grad(|| net.forward(&x, false)).unwrap();
+    Tensor::write_safetensors(&[("x", &x), ("y", &y)], case.join("io.safetensors")).unwrap();
+    let Some(python) = python_with_torch() else {
+        println!("skipped the Python check: no Python with torch and safetensors");
+        return;
+    };
+    check_in_python(&python, tmp.path(), &[case]);
 }
