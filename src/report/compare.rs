@@ -252,13 +252,15 @@ pub fn render(c: &Comparison) -> String {
                 s.faint = true;
                 ch.series.push(s);
             }
+            // Best so far holds between evaluations: the band follows the steps.
             let pts = |sign: f64| -> Vec<(f64, f64)> {
-                g.mean
-                    .iter()
-                    .zip(&g.stderr)
-                    .enumerate()
-                    .filter_map(|(i, (m, e))| Some((i as f64 + 1.0, (*m)? + sign * (*e)?)))
-                    .collect()
+                stepped(
+                    g.mean
+                        .iter()
+                        .zip(&g.stderr)
+                        .enumerate()
+                        .filter_map(|(i, (m, e))| Some((i as f64 + 1.0, (*m)? + sign * (*e)?))),
+                )
             };
             if g.runs > 1 {
                 ch.series.push(Series::new(
@@ -269,7 +271,12 @@ pub fn render(c: &Comparison) -> String {
                 ));
             }
             ch.series.push(Series::new(
-                format!("{} ({} runs)", g.strategy, g.runs),
+                format!(
+                    "{} ({} run{})",
+                    g.strategy,
+                    g.runs,
+                    if g.runs == 1 { "" } else { "s" }
+                ),
                 color,
                 Mark::Line,
                 pts(0.0),
@@ -311,6 +318,18 @@ pub fn render(c: &Comparison) -> String {
     }
     b.push_str("</table>");
     page("archsmith: runs compared", &b)
+}
+
+/// A step function's corners: each value holds until the next point's x.
+fn stepped(points: impl Iterator<Item = (f64, f64)>) -> Vec<(f64, f64)> {
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    for (x, y) in points {
+        if let Some(&(_, last)) = out.last() {
+            out.push((x, last));
+        }
+        out.push((x, y));
+    }
+    out
 }
 
 fn pct(v: Option<f64>) -> String {
