@@ -8,7 +8,7 @@
 //! - [`task`], [`data`], [`synth`], [`npy`]: tasks, datasets, loaders and synthetic data.
 //! - [`recipe`]: optimiser, schedule, regularisation and budgets.
 //! - [`trainer`]: the loop, the result, failures as values, the early-stopping hook.
-//! - [`device`]: which device, from `auto`, `cpu`, `cuda` or `cuda:N`.
+//! - [`device`]: parsing `auto`, `cpu`, `cuda` and `cuda:N`.
 
 pub mod compile;
 pub mod data;
