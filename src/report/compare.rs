@@ -232,6 +232,7 @@ pub fn render(c: &Comparison) -> String {
             "evaluations",
             "best score so far",
         );
+        ch.integer_x = true;
         for (k, g) in groups {
             let color = PALETTE[k % PALETTE.len()];
             for r in c

@@ -102,6 +102,7 @@ pub fn render(r: &Report) -> String {
         .filter_map(|(k, e)| Some((k as f64 + 1.0, e.score?)))
         .collect();
     let mut c = Chart::new("Best score so far", "evaluations", "score");
+    c.integer_x = true;
     c.series.push(Series::new(
         "each evaluation",
         "#999999",
@@ -179,6 +180,7 @@ pub fn render(r: &Report) -> String {
 
     b.push_str("<h2>Learning curves of the best candidates</h2>");
     let mut c = Chart::new("Validation score by epoch", "epoch", "score");
+    c.integer_x = true;
     for (k, t) in r.top.iter().take(CURVES).enumerate() {
         let pts = t
             .curve
@@ -231,6 +233,7 @@ pub fn render(r: &Report) -> String {
             "model call",
             "tokens (cumulative)",
         );
+        c.integer_x = true;
         c.series.push(Series::new(
             "tokens",
             PALETTE[0],
@@ -246,6 +249,7 @@ pub fn render(r: &Report) -> String {
             "model call",
             "US dollars (cumulative)",
         );
+        c.integer_x = true;
         c.series.push(Series::new(
             "cost",
             PALETTE[3],

@@ -58,6 +58,8 @@ pub struct Chart {
     pub series: Vec<Series>,
     /// Draw the diagonal y = x (predicted against achieved).
     pub diagonal: bool,
+    /// x counts something (evaluations, epochs): ticks only at whole numbers.
+    pub integer_x: bool,
 }
 
 const W: f64 = 560.0;
@@ -84,11 +86,15 @@ fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
         .map(|m| m * mag)
         .find(|s| span / s <= n as f64)
         .unwrap_or(10.0 * mag);
-    let mut t = (lo / step).ceil() * step;
+    // Multiples of the step, computed (not accumulated) so that whole numbers stay whole.
+    let first = (lo / step - 1e-9).ceil() as i64;
     let mut out = Vec::new();
-    while t <= hi + step * 1e-9 && out.len() < 50 {
+    for k in first..first + 50 {
+        let t = k as f64 * step;
+        if t > hi + step * 1e-9 {
+            break;
+        }
         out.push(if t.abs() < step * 1e-9 { 0.0 } else { t });
-        t += step;
     }
     out
 }
@@ -126,6 +132,7 @@ impl Chart {
             log_x: false,
             series: Vec::new(),
             diagonal: false,
+            integer_x: false,
         }
     }
 
@@ -213,6 +220,11 @@ impl Chart {
                 .map(f64::from)
                 .filter(|e| *e >= x0 - 1e-9 && *e <= x1 + 1e-9)
                 .map(|e| 10f64.powf(e))
+                .collect()
+        } else if self.integer_x {
+            ticks(x0, x1, 6)
+                .into_iter()
+                .filter(|t| (t - t.round()).abs() < 1e-9)
                 .collect()
         } else {
             ticks(x0, x1, 6)
