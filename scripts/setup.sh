@@ -2,6 +2,11 @@
 # Prepares a fresh machine for archsmith, idempotently: checks the Rust toolchain, fetches the
 # crates, and (when the crate links libtorch) installs PyTorch into a virtual environment
 # outside the source tree. Prints nothing on stdout; progress goes to stderr.
+#
+# Optional: `scripts/setup.sh --chromium` (or ARCHSMITH_CHROMIUM_INSTALL=1) also installs
+# Debian's chromium with apt-get when it is missing and apt is available, so that the report
+# test renders the HTML report headless and keeps a screenshot under target/report-artifacts/.
+# Without Chromium that check is skipped with a message; CI images that want it run this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +24,24 @@ fi
 
 if [ -x scripts/setup-torch.sh ]; then
     scripts/setup-torch.sh >/dev/null
+fi
+
+want_chromium=${ARCHSMITH_CHROMIUM_INSTALL:-0}
+for arg in "$@"; do
+    [ "$arg" = "--chromium" ] && want_chromium=1
+done
+if [ "$want_chromium" = 1 ]; then
+    if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then
+        log "chromium already installed"
+    elif command -v apt-get >/dev/null 2>&1; then
+        sudo=""
+        [ "$(id -u)" -ne 0 ] && sudo="sudo"
+        log "installing chromium with apt-get (for the report's rendering test)"
+        $sudo apt-get update >&2
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends chromium >&2
+    else
+        log "no apt-get: install Chromium by hand, or set ARCHSMITH_CHROMIUM to its binary"
+    fi
 fi
 
 log "fetching crates"

@@ -5,10 +5,12 @@
 //! grammars, the candidate notation, validation, sampling, mutation), [`llm`] (model
 //! providers, prompts, reply parsing, recorded exchanges that replay), [`train`] (compile a
 //! candidate to tch, datasets and tasks, the training recipe), [`search`] (strategies that
-//! propose candidates from the history) and [`run`] (the agent loop, the run folder, its
-//! journal, resume and replay).
+//! propose candidates from the history), [`run`] (the agent loop, the run folder, its
+//! journal, resume and replay) and [`report`] (reports, comparisons of runs, export of a
+//! candidate to PyTorch).
 
 pub mod llm;
+pub mod report;
 pub mod run;
 pub mod search;
 pub mod space;

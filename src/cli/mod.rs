@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod prompt;
+mod report;
 mod run;
 mod train;
 
@@ -42,6 +43,11 @@ pub enum Command {
     /// Score an activation function or an update rule by training a reference network with
     /// it; prints the result as JSON.
     TrainProgram(TrainProgramArgs),
+    /// Train one candidate on a task and print the result as JSON.
+    Train(train::TrainArgs),
+    /// List the tasks or show one.
+    #[command(subcommand)]
+    Task(train::TaskCmd),
     /// Run a search: the built-in default experiment, or one from --config, with overrides.
     Run(run::RunArgs),
     /// Continue a run from its journal after a crash, a kill or a raised budget.
@@ -52,11 +58,13 @@ pub enum Command {
     Runs(run::RunsArgs),
     /// A run's summary and its best candidates.
     Show(run::ShowArgs),
-    /// Train one candidate on a task and print the result as JSON.
-    Train(train::TrainArgs),
-    /// List the tasks or show one.
-    #[command(subcommand)]
-    Task(train::TaskCmd),
+    /// Export a run's best candidate (or one named), or a candidate file, as a PyTorch module
+    /// with its weights (safetensors), as JSON, or as tch weights.
+    Export(report::ExportArgs),
+    /// Write a run's report: one self-contained HTML file with plots and tables.
+    Report(report::ReportArgs),
+    /// Compare runs: best-so-far by strategy over seeds, improvement over random; HTML and CSV.
+    Compare(report::CompareArgs),
 }
 
 #[derive(Args, Debug)]
@@ -247,13 +255,16 @@ pub fn run() -> Result<ExitCode> {
         Command::Crossover(a) => crossover(a),
         Command::Prompt(c) => prompt::run(c),
         Command::TrainProgram(a) => train_program(a),
+        Command::Train(a) => train::run(a),
+        Command::Task(c) => train::task(c),
+        Command::Export(a) => report::export(a),
+        Command::Report(a) => report::report(a),
+        Command::Compare(a) => report::compare(a),
         Command::Run(a) => run::run(a),
         Command::Resume(a) => run::resume(a),
         Command::Replay(a) => run::replay(a),
         Command::Runs(a) => run::runs(a),
         Command::Show(a) => run::show(a),
-        Command::Train(a) => train::run(a),
-        Command::Task(c) => train::task(c),
     }
 }
 

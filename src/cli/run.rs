@@ -78,6 +78,9 @@ pub struct ShowArgs {
     /// How many of the best candidates to list.
     #[arg(long, default_value_t = 5)]
     pub top: usize,
+    /// text, or json: the report's data (what `archsmith report` draws) as one JSON object.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: super::report::SummaryFormat,
 }
 
 fn env_lookup(var: &str) -> Option<String> {
@@ -203,8 +206,15 @@ pub fn runs(a: RunsArgs) -> Result<ExitCode> {
 
 pub fn show(a: ShowArgs) -> Result<ExitCode> {
     check_run_dir(&a.dir)?;
+    if a.format == super::report::SummaryFormat::Json {
+        let r = archsmith::report::data::load(&a.dir)?;
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let s = summary(&a.dir)?;
     print!("{}", render_summary(&s, a.top));
+    let r = archsmith::report::data::load(&a.dir)?;
+    print!("{}", archsmith::report::data::text_extras(&r));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,0 +1,21 @@
+//! Seeing and using results.
+//!
+//! - [`data`]: a run folder read into a [`Report`] (a serde value): best so far, every
+//!   candidate's score and size with the Pareto fronts, learning curves, the model's proposals,
+//!   predictions and costs, the lineage of the best, the top candidates.
+//! - [`html`] and [`svg`]: the report as one self-contained HTML file with inline SVG charts.
+//! - [`compare`]: several runs grouped by strategy, mean and standard error of best-so-far,
+//!   improvement over random sampling; HTML and CSV.
+//! - [`export`] and [`pytorch`]: a candidate as a PyTorch module with safetensors weights, as
+//!   JSON, or as tch weights.
+
+pub mod compare;
+pub mod data;
+pub mod export;
+pub mod html;
+pub mod pytorch;
+pub mod svg;
+
+pub use compare::{Comparison, Group, RunRow};
+pub use data::{Report, ReportError};
+pub use export::{from_run, ExportError, Exportable, Format};
