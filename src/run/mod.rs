@@ -216,6 +216,11 @@ impl Prepared {
             data,
             opts,
             weights_to: Some(self.dir.join(".last.ot")),
+            kind: self.exp.space.grammar.kind,
+            program: crate::train::program::ProgramEval {
+                seed: self.exp.settings.seed,
+                ..Default::default()
+            },
         };
         self.run_with(Box::new(evaluator), progress)
     }

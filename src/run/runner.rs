@@ -51,12 +51,17 @@ pub trait Evaluator {
     fn epochs(&self) -> usize;
 }
 
-/// Trains with libtorch on the task's data.
+/// Trains with libtorch on the task's data: architectures are compiled and trained; programs
+/// (activation functions, update rules) are scored by training the reference network with them.
 pub struct TchEvaluator {
     pub data: Data,
     pub opts: TrainOptions,
     /// Save each candidate's weights here (the loop keeps the best's as `best.ot`).
     pub weights_to: Option<PathBuf>,
+    /// What the space's candidates are, which decides how they are scored.
+    pub kind: crate::space::grammar::SpaceKind,
+    /// How programs are scored (reference network, learning-rate grid).
+    pub program: crate::train::program::ProgramEval,
 }
 
 impl Evaluator for TchEvaluator {
@@ -66,18 +71,47 @@ impl Evaluator for TchEvaluator {
         analysis: &Analysis,
         on_epoch: &mut dyn FnMut(&Epoch) -> Flow,
     ) -> Evaluation {
-        let r = crate::train::train_saving(
-            node,
-            analysis,
-            &self.data,
-            &self.opts,
-            &mut OnEpoch(|e: &Epoch| on_epoch(e)),
-            self.weights_to.as_deref(),
-        );
+        use crate::space::grammar::SpaceKind;
+        use crate::train::program;
+        let (r, saves) = match self.kind {
+            SpaceKind::Network => (
+                crate::train::train_saving(
+                    node,
+                    analysis,
+                    &self.data,
+                    &self.opts,
+                    &mut OnEpoch(|e: &Epoch| on_epoch(e)),
+                    self.weights_to.as_deref(),
+                ),
+                true,
+            ),
+            // A program's score is the best over its learning-rate grid; the grid's trainings
+            // report no per-epoch hook, so successive halving does not apply to programs.
+            SpaceKind::Activation => (
+                program::evaluate_activation(
+                    node,
+                    &self.data,
+                    &self.opts.recipe,
+                    &self.program,
+                    self.opts.device,
+                ),
+                false,
+            ),
+            SpaceKind::Optimizer => (
+                program::evaluate_optimizer(
+                    node,
+                    &self.data,
+                    &self.opts.recipe,
+                    &self.program,
+                    self.opts.device,
+                ),
+                false,
+            ),
+        };
         let weights = self
             .weights_to
             .clone()
-            .filter(|p| r.failure.is_none() && p.is_file());
+            .filter(|p| saves && r.failure.is_none() && p.is_file());
         Evaluation {
             score: r.score.filter(|_| r.failure.is_none()),
             failure: r.failure,

@@ -1,0 +1,115 @@
+//! Searches over program spaces through the same loop as architectures: the activation and
+//! optimizer spaces with the classical strategies, and prompts that show the program grammar.
+
+use assert_cmd::Command;
+use std::path::Path;
+
+fn config(dir: &Path, space: &str, strategy: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{space}-{strategy}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"seed = 3
+out = "{out}"
+[space]
+name = "{space}"
+[task]
+name = "teacher"
+train_size = 256
+valid_size = 128
+test_size = 32
+[task.recipe]
+epochs = 1
+batch_size = 64
+threads = 1
+[strategy]
+kind = "{strategy}"
+[strategy.bo]
+initial = 2
+pool_samples = 8
+pool_mutations = 8
+[strategy.evolution]
+population = 2
+tournament = 2
+[budget]
+evaluations = 3
+"#,
+            out = dir.join("results").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn journal_events(run_root: &Path) -> Vec<serde_json::Value> {
+    let run = std::fs::read_dir(run_root)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.join("journal.jsonl").is_file())
+        .expect("a run folder");
+    std::fs::read_to_string(run.join("journal.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn every_classical_strategy_searches_both_program_spaces() {
+    for space in ["activation", "optimizer"] {
+        for strategy in ["random", "evolution", "bo"] {
+            let dir = std::env::temp_dir().join(format!(
+                "archsmith-progrun-{}-{space}-{strategy}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let cfg = config(&dir, space, strategy);
+            let out = Command::cargo_bin("archsmith")
+                .unwrap()
+                .args(["run", "--config", cfg.to_str().unwrap()])
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{space}/{strategy}: {err}");
+            let events = journal_events(&dir.join("results"));
+            let finished: Vec<_> = events
+                .iter()
+                .filter(|e| e["type"] == "train_finished")
+                .collect();
+            assert_eq!(finished.len(), 3, "{space}/{strategy}: {events:?}");
+            // Every evaluation is a score or a failure with its reason, never a crash.
+            for f in &finished {
+                let d = &f["data"];
+                assert!(
+                    d["score"].is_number() || d["failure"].is_object(),
+                    "{space}/{strategy}: {d}"
+                );
+            }
+            assert!(
+                finished.iter().any(|f| f["data"]["score"].is_number()),
+                "{space}/{strategy}: no program was scored"
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
+#[test]
+fn the_propose_prompt_shows_the_program_grammar() {
+    for (space, needle) in [("activation", "sigmoid"), ("optimizer", "assign")] {
+        let out = Command::cargo_bin("archsmith")
+            .unwrap()
+            .args(["prompt", "render", "propose", "--space", space])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&format!("space {space}")), "{text}");
+        assert!(text.contains(needle), "{text}");
+    }
+}
