@@ -113,3 +113,26 @@ fn the_propose_prompt_shows_the_program_grammar() {
         assert!(text.contains(needle), "{text}");
     }
 }
+
+#[test]
+fn train_points_program_spaces_to_train_program() {
+    let out = Command::cargo_bin("archsmith")
+        .unwrap()
+        .args([
+            "train",
+            "--space",
+            "activation",
+            "--task",
+            "teacher",
+            "--seed-arch",
+            "relu",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("archsmith train-program --space activation"),
+        "{err}"
+    );
+}

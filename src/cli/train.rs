@@ -133,6 +133,15 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     }
     let device = a.device.resolve()?;
     let space = Space::load(&a.space)?;
+    if space.grammar.kind != archsmith::space::grammar::SpaceKind::Network {
+        anyhow::bail!(
+            "space {} holds programs ({}s), not architectures; score one with `archsmith train-program --space {} --task {}`",
+            space.name(),
+            space.grammar.kind.name(),
+            a.space,
+            a.task
+        );
+    }
     let (text, origin) = match (&a.seed_arch, &a.arch) {
         (Some(name), _) => {
             let seed = space.seed(name).with_context(|| {
