@@ -78,6 +78,25 @@ impl Default for Recipe {
 }
 
 impl Recipe {
+    /// The step budget of a training on `n` examples: the batch size (at most `n`), steps
+    /// per epoch, total steps (the epochs or `max_steps`, whichever is fewer) and warm-up steps
+    /// (at most half the total).
+    pub fn steps(&self, n: usize) -> Steps {
+        let batch = self.batch_size.clamp(1, n.max(1));
+        let per_epoch = (n / batch).max(1) as u64;
+        let mut total = per_epoch * self.epochs as u64;
+        if let Some(m) = self.max_steps {
+            total = total.min(m);
+        }
+        let warmup = ((self.warmup_epochs * per_epoch as f64) as u64).min(total / 2);
+        Steps {
+            batch,
+            per_epoch,
+            total,
+            warmup,
+        }
+    }
+
     /// The learning rate at `step` of `total`: linear warm-up, then cosine decay to zero.
     pub fn lr_at(&self, step: u64, total: u64, warmup: u64) -> f64 {
         if warmup > 0 && step < warmup {
@@ -112,4 +131,13 @@ mod tests {
         assert!(r.lr_at(55, 100, 10) < r.lr * 0.6);
         assert!(r.lr_at(99, 100, 10) < r.lr * 0.01);
     }
+}
+
+/// A training's step budget, from [`Recipe::steps`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Steps {
+    pub batch: usize,
+    pub per_epoch: u64,
+    pub total: u64,
+    pub warmup: u64,
 }

@@ -326,13 +326,12 @@ fn run(
     let train = data.train.to_device(dev);
     let valid = data.valid.to_device(dev);
     let n = train.len();
-    let batch = r.batch_size.clamp(1, n.max(1));
-    let per_epoch = (n / batch).max(1) as u64;
-    let mut total = per_epoch * r.epochs as u64;
-    if let Some(m) = r.max_steps {
-        total = total.min(m);
-    }
-    let warmup = ((r.warmup_epochs * per_epoch as f64) as u64).min(total / 2);
+    let super::recipe::Steps {
+        batch,
+        per_epoch,
+        total,
+        warmup,
+    } = r.steps(n);
     let bf16 = r.precision == Precision::Bf16;
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5eed_da7a);
     let mut order: Vec<i64> = (0..n as i64).collect();
