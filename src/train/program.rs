@@ -338,6 +338,22 @@ struct Builder {
 }
 
 impl Builder {
+    /// `t * weight + k` for a tensor and two scalars (interp with one scalar side).
+    fn scaled_plus(&mut self, t: T, weight: S, k: S) -> E {
+        let scaled = T::BinS {
+            op: Bin::Mul,
+            t: Box::new(t),
+            slot: self.slot(weight),
+            left: true,
+        };
+        E::T(T::BinS {
+            op: Bin::Add,
+            t: Box::new(scaled),
+            slot: self.slot(k),
+            left: false,
+        })
+    }
+
     fn slot(&mut self, s: S) -> usize {
         if let Some(i) = self.slots.iter().position(|x| *x == s) {
             return i;
@@ -422,44 +438,16 @@ impl Builder {
                             }
                             // One side scalar: c*a + (1-c)*b as a scaled tensor plus a scalar.
                             (E::T(a), E::S(b)) => {
-                                let k = S::Bin(
-                                    Bin::Mul,
-                                    Box::new(S::Bin(
-                                        Bin::Sub,
-                                        Box::new(S::Const(1.0)),
-                                        Box::new(c.clone()),
-                                    )),
-                                    Box::new(b),
-                                );
-                                let scaled = T::BinS {
-                                    op: Bin::Mul,
-                                    t: Box::new(a),
-                                    slot: self.slot(c),
-                                    left: true,
-                                };
-                                E::T(T::BinS {
-                                    op: Bin::Add,
-                                    t: Box::new(scaled),
-                                    slot: self.slot(k),
-                                    left: false,
-                                })
+                                let one_minus =
+                                    S::Bin(Bin::Sub, Box::new(S::Const(1.0)), Box::new(c.clone()));
+                                let k = S::Bin(Bin::Mul, Box::new(one_minus), Box::new(b));
+                                self.scaled_plus(a, c, k)
                             }
                             (E::S(a), E::T(b)) => {
                                 let one_minus =
                                     S::Bin(Bin::Sub, Box::new(S::Const(1.0)), Box::new(c.clone()));
                                 let k = S::Bin(Bin::Mul, Box::new(c), Box::new(a));
-                                let scaled = T::BinS {
-                                    op: Bin::Mul,
-                                    t: Box::new(b),
-                                    slot: self.slot(one_minus),
-                                    left: true,
-                                };
-                                E::T(T::BinS {
-                                    op: Bin::Add,
-                                    t: Box::new(scaled),
-                                    slot: self.slot(k),
-                                    left: false,
-                                })
+                                self.scaled_plus(b, one_minus, k)
                             }
                         })
                     }
