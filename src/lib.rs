@@ -6,9 +6,11 @@
 //! providers, prompts, reply parsing, recorded exchanges that replay), [`train`] (compile a
 //! candidate to tch, datasets and tasks, the training recipe), [`search`] (strategies that
 //! propose candidates from the history), [`run`] (the agent loop, the run folder, its
-//! journal, resume and replay) and [`report`] (reports, comparisons of runs, export of a
+//! journal, resume and replay), [`exec`] (where candidates train: in this process, in local
+//! worker processes, or as Ray jobs) and [`report`] (reports, comparisons of runs, export of a
 //! candidate to PyTorch).
 
+pub mod exec;
 pub mod llm;
 pub mod report;
 pub mod run;

@@ -89,6 +89,7 @@ fn write_run(dir: &Path, strategy: &str, seed: u64, cands: &[Cand], calls: u64) 
             candidate: c.text.into(),
             epochs: 2,
             seed,
+            worker: None,
         }))
         .unwrap();
         for (e, s) in c.curve.iter().enumerate() {

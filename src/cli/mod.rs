@@ -65,6 +65,23 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Compare runs: best-so-far by strategy over seeds, improvement over random; HTML and CSV.
     Compare(report::CompareArgs),
+    /// Train jobs for an executor: one given inline (as a Ray job runs it), or a job a line on
+    /// stdin (as local workers run it). Prints epoch lines and, last, the result line.
+    Worker(WorkerArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["job", "job_file", "serve"])))]
+pub struct WorkerArgs {
+    /// The job, as JSON.
+    #[arg(long)]
+    pub job: Option<String>,
+    /// A file holding the job as JSON.
+    #[arg(long)]
+    pub job_file: Option<PathBuf>,
+    /// Serve jobs, one JSON object a line on stdin, until stdin closes.
+    #[arg(long)]
+    pub serve: bool,
 }
 
 #[derive(Args, Debug)]
@@ -265,7 +282,32 @@ pub fn run() -> Result<ExitCode> {
         Command::Replay(a) => run::replay(a),
         Command::Runs(a) => run::runs(a),
         Command::Show(a) => run::show(a),
+        Command::Worker(a) => worker(a),
     }
+}
+
+fn worker(a: WorkerArgs) -> Result<ExitCode> {
+    use archsmith::exec::worker;
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .try_init();
+    let stdout = std::io::stdout();
+    if a.serve {
+        let stdin = std::io::stdin();
+        worker::serve(&mut stdin.lock(), &mut stdout.lock())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let text = match (&a.job, &a.job_file) {
+        (Some(j), _) => j.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the job file {}", f.display()))?,
+        (None, None) => bail!("give --job, --job-file or --serve"),
+    };
+    let spec = worker::parse_job(&text).map_err(anyhow::Error::msg)?;
+    worker::Worker::new().run(&spec, &mut stdout.lock())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn read_input(file: &str) -> Result<String> {

@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use archsmith::run::{
     compare_replay, list_runs, prepare_new, prepare_replay, prepare_resume, summary, trajectory,
-    Outcome, Overrides, Prepared, Progress, RunSummary, Settings, Status, StrategyKind,
+    Outcome, Overrides, Prepared, Progress, RunError, RunSummary, Settings, Status, StrategyKind,
 };
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -44,6 +44,16 @@ pub struct RunArgs {
     /// Epochs each candidate trains (overrides `task.recipe.epochs`).
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Candidates trained at once (overrides `parallel`); above 1, by worker processes.
+    #[arg(long)]
+    pub parallel: Option<usize>,
+    /// Where candidates train: auto, inline, local or ray (overrides `executor.kind`).
+    #[arg(long)]
+    pub executor: Option<archsmith::exec::ExecutorKind>,
+    /// The Ray head's dashboard address, e.g. http://127.0.0.1:8265 (overrides
+    /// `executor.ray.address`; `RAY_ADDRESS` when neither is given).
+    #[arg(long)]
+    pub ray_address: Option<String>,
     /// Print the resolved settings and stop.
     #[arg(long)]
     pub dry_run: bool,
@@ -104,6 +114,9 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         out: a.out,
         name: a.name,
         epochs: a.epochs,
+        parallel: a.parallel,
+        executor: a.executor,
+        ray_address: a.ray_address,
     });
     if a.dry_run {
         settings.validate(&file)?;
@@ -288,7 +301,19 @@ fn go(p: Prepared) -> Result<ExitCode> {
     } else {
         Box::new(archsmith::run::NoProgress)
     };
-    let outcome: Outcome = p.run(progress)?;
+    install_ctrl_c();
+    let outcome: Outcome = match p.run(progress) {
+        Ok(o) => o,
+        Err(e) => {
+            return match e.downcast_ref::<RunError>() {
+                Some(RunError::Interrupted { .. }) => {
+                    eprintln!("{e}");
+                    Ok(ExitCode::from(130))
+                }
+                _ => Err(e),
+            }
+        }
+    };
     eprintln!(
         "{}: {} after {} evaluations; best {}{}",
         outcome.status,
@@ -303,6 +328,17 @@ fn go(p: Prepared) -> Result<ExitCode> {
     );
     eprintln!("see `archsmith show {}`", dir.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The first Ctrl-C asks the loop to stop (it stops the jobs in flight and records the
+/// session's end); the second quits at once.
+fn install_ctrl_c() {
+    let _ = ctrlc::set_handler(|| {
+        if archsmith::exec::interrupt() {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping: the jobs in flight are stopped and the run is recorded; press Ctrl-C again to quit at once");
+    });
 }
 
 fn init_log(path: &Path) -> Result<()> {

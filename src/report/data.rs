@@ -284,7 +284,7 @@ pub fn build(id: &str, events: &[Event], records: &[LlmRecord], maximize: bool) 
                 info.reason = f.reason.clone();
                 info.elapsed_seconds = info.elapsed_seconds.max(f.elapsed_seconds);
             }
-            Event::Note(_) | Event::Budget(_) => {}
+            Event::Note(_) | Event::Budget(_) | Event::Retry(_) => {}
         }
     }
     let evaluations: Vec<Evaluated> = finished.into_values().collect();

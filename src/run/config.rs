@@ -96,10 +96,13 @@ pub struct Settings {
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
     #[serde(default = "default_device")]
     pub device: String,
-    /// Candidates trained at once. Runs are sequential for now: values above 1 are accepted
-    /// and run one at a time.
+    /// Candidates trained at once (by worker processes or Ray jobs when above 1; see
+    /// `[executor]`).
     #[serde(default = "one")]
     pub parallel: usize,
+    /// Where candidates train: in this process, in local worker processes, or on Ray.
+    #[serde(default)]
+    pub executor: crate::exec::ExecutorSettings,
     #[serde(default)]
     pub space: SpaceSettings,
     #[serde(default)]
@@ -319,6 +322,9 @@ pub struct Overrides {
     pub out: Option<PathBuf>,
     pub name: Option<String>,
     pub epochs: Option<usize>,
+    pub parallel: Option<usize>,
+    pub executor: Option<crate::exec::ExecutorKind>,
+    pub ray_address: Option<String>,
 }
 
 impl Settings {
@@ -369,6 +375,15 @@ impl Settings {
         if let Some(n) = &o.name {
             self.name = Some(n.clone());
         }
+        if let Some(p) = o.parallel {
+            self.parallel = p;
+        }
+        if let Some(k) = o.executor {
+            self.executor.kind = k;
+        }
+        if let Some(a) = &o.ray_address {
+            self.executor.ray.address = Some(a.clone());
+        }
         if let Some(e) = o.epochs {
             self.task
                 .recipe
@@ -387,6 +402,9 @@ impl Settings {
         };
         if self.parallel == 0 {
             return bad("parallel", "must be at least 1".into());
+        }
+        if let Err((field, m)) = self.executor.validate(self.parallel) {
+            return bad(&field, m);
         }
         if self.budget.evaluations == 0 {
             return bad("budget.evaluations", "must be at least 1".into());
@@ -522,24 +540,26 @@ impl Experiment {
         };
         let space =
             Space::load(&settings.space.name).map_err(|e| invalid("space.name", e.to_string()))?;
-        let mut task =
-            Task::resolve(&settings.task.name).map_err(|e| invalid("task.name", e.to_string()))?;
         let t = &settings.task;
-        if t.train_size.is_some() || t.valid_size.is_some() || t.test_size.is_some() {
-            if let crate::train::task::Source::Synthetic { sizes, .. } = &task.source {
-                let s = *sizes;
-                task = task.with_sizes(
+        let sizes = if t.train_size.is_some() || t.valid_size.is_some() || t.test_size.is_some() {
+            let base = Task::resolve(&t.name).map_err(|e| invalid("task.name", e.to_string()))?;
+            match &base.source {
+                crate::train::task::Source::Synthetic { sizes: s, .. } => Some((
                     t.train_size.unwrap_or(s.0),
                     t.valid_size.unwrap_or(s.1),
                     t.test_size.unwrap_or(s.2),
-                );
-            } else {
-                return Err(invalid(
-                    "task.train_size",
-                    "split sizes apply to synthetic tasks only".into(),
-                ));
+                )),
+                _ => {
+                    return Err(invalid(
+                        "task.train_size",
+                        "split sizes apply to synthetic tasks only".into(),
+                    ))
+                }
             }
-        }
+        } else {
+            None
+        };
+        let task = task_from(&t.name, sizes).map_err(|e| invalid("task.name", e))?;
         let recipe =
             merge_recipe(&task.recipe, &t.recipe).map_err(|m| invalid("task.recipe", m))?;
         if recipe.epochs == 0 {
@@ -573,6 +593,19 @@ impl Experiment {
     pub fn maximize(&self) -> bool {
         self.settings.objective.direction == Direction::Maximize
     }
+}
+
+/// A task by name, with a synthetic task's split sizes (train, valid, test) when given: what
+/// the loop and its workers both resolve.
+pub fn task_from(name: &str, sizes: Option<(usize, usize, usize)>) -> Result<Task, String> {
+    let task = Task::resolve(name).map_err(|e| e.to_string())?;
+    Ok(match sizes {
+        Some((a, b, c)) => match &task.source {
+            crate::train::task::Source::Synthetic { .. } => task.with_sizes(a, b, c),
+            _ => return Err(format!("split sizes apply to synthetic tasks only, not {name}")),
+        },
+        None => task,
+    })
 }
 
 /// The task's recipe with `overrides` laid over it field by field; unknown fields are errors.

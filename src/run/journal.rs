@@ -12,6 +12,8 @@
 //! | `note`           | something worth knowing that is not a proposal (unusable reply)   |
 //! | `train_started`  | a valid new candidate starts training                             |
 //! | `epoch`          | one epoch of its learning curve                                   |
+//! | `retry`          | its job failed outside training (a crash, a lost job, a timeout)  |
+//! |                  | and was submitted again                                           |
 //! | `train_finished` | its score, or why it failed; the elapsed run time                 |
 //! | `budget`         | a budget stopped the run (evaluations, wall time, tokens, dollars,|
 //! |                  | the model's own budget, or a stalled search)                      |
@@ -42,6 +44,7 @@ pub enum Event {
     Note(NoteEvent),
     TrainStarted(TrainStarted),
     Epoch(EpochEvent),
+    Retry(RetryEvent),
     TrainFinished(TrainFinished),
     Budget(BudgetEvent),
     RunFinished(RunFinished),
@@ -122,6 +125,20 @@ pub struct TrainStarted {
     pub candidate: String,
     pub epochs: usize,
     pub seed: u64,
+    /// Where it runs: `inline`, a local worker, a Ray submission id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryEvent {
+    pub eval: u64,
+    /// The attempt that starts now (2 for the first retry).
+    pub attempt: u32,
+    /// Why the last attempt failed.
+    pub reason: String,
+    pub worker: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

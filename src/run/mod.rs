@@ -18,10 +18,12 @@ pub mod runner;
 pub use config::{ConfigError, Experiment, Overrides, Settings, StrategyKind};
 pub use journal::{read_journal, Event, Journal, JournalError, JournalRead};
 pub use runner::{
-    Evaluation, Evaluator, FakeEvaluator, NoProgress, Outcome, Progress, Recovered, RunError,
+    evaluate_with, Evaluation, Evaluator, FakeEvaluator, NoProgress, Outcome, Progress, Recovered, RunError,
     Runner, Status, TchEvaluator,
 };
 
+use crate::exec::inline::Inline;
+use crate::exec::{Executor, ExecutorKind};
 use crate::llm::prompt::Prompts;
 use crate::llm::{read_records, LlmClient, LlmRecord, ProviderKind};
 use crate::search::bo::Bo;
@@ -103,8 +105,13 @@ pub fn prepare_resume(dir: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Re
         state.evaluations,
         state.queue.len()
     );
-    if let Some(h) = &state.in_flight {
-        message += &format!("; the training of {h} was in flight and is redone");
+    if !state.in_flight.is_empty() {
+        let names: Vec<String> = state
+            .in_flight
+            .iter()
+            .map(|(e, h)| format!("evaluation {e} ({h})"))
+            .collect();
+        message += &format!("; in flight and redone: {}", names.join(", "));
     }
     if let Some(t) = &read.torn {
         message += &format!(
@@ -196,39 +203,65 @@ pub fn prepare_replay(dir: &Path) -> Result<Prepared> {
 }
 
 impl Prepared {
-    /// Loads the data and runs the loop with the libtorch evaluator.
+    /// Runs the loop with the executor the settings name: libtorch in this process, local
+    /// worker processes, or Ray jobs.
     pub fn run(self, progress: Box<dyn Progress + '_>) -> Result<Outcome> {
-        let data = self
-            .exp
-            .task
-            .load()
-            .with_context(|| format!("cannot load the data of task {}", self.exp.task.name))?;
-        let device = crate::train::parse_device(&self.exp.settings.device)?;
-        let opts = TrainOptions {
-            recipe: self.exp.recipe.clone(),
-            seed: self.exp.settings.seed,
-            device,
-            max_params: self.exp.check.limits.max_params,
-            test: false,
+        let s = &self.exp.settings;
+        let executor: Box<dyn Executor> = match s.executor.settled(s.parallel) {
+            ExecutorKind::Inline | ExecutorKind::Auto => {
+                let data = self.exp.task.load().with_context(|| {
+                    format!("cannot load the data of task {}", self.exp.task.name)
+                })?;
+                let device = crate::train::parse_device(&s.device)?;
+                let opts = TrainOptions {
+                    recipe: self.exp.recipe.clone(),
+                    seed: s.seed,
+                    device,
+                    max_params: self.exp.check.limits.max_params,
+                    test: false,
+                };
+                // Weights of a small candidate are cheap to keep; the best's stay as `best.ot`.
+                Box::new(Inline::new(Box::new(TchEvaluator {
+                    data,
+                    opts,
+                    weights_to: Some(self.dir.join(".last.ot")),
+                    kind: self.exp.space.grammar.kind,
+                    program: crate::exec::worker::program_eval(s.seed),
+                })))
+            }
+            ExecutorKind::Local => Box::new(
+                crate::exec::local::Local::new(
+                    &s.executor,
+                    &s.device,
+                    s.parallel,
+                    &self.dir.join("workers"),
+                    Some(self.dir.clone()),
+                )
+                .map_err(|e| anyhow!("cannot start local workers: {e}"))?,
+            ),
+            ExecutorKind::Ray => {
+                crate::exec::ray::Ray::new(&s.executor, s.parallel, &self.run_id, &|k| {
+                    std::env::var(k).ok()
+                })
+                .map_err(|e| anyhow!("cannot use the Ray cluster: {e}"))?
+            }
         };
-        // Weights of a small candidate are cheap to keep; the best's stay as `best.ot`.
-        let evaluator = TchEvaluator {
-            data,
-            opts,
-            weights_to: Some(self.dir.join(".last.ot")),
-            kind: self.exp.space.grammar.kind,
-            program: crate::train::program::ProgramEval {
-                seed: self.exp.settings.seed,
-                ..Default::default()
-            },
-        };
-        self.run_with(Box::new(evaluator), progress)
+        self.run_on(executor, progress)
     }
 
-    /// Runs the loop with any evaluator (a fake one in benchmarks and tests).
+    /// Runs the loop with an evaluator in this process (a fake one in benchmarks and tests).
     pub fn run_with<'a>(
         self,
         evaluator: Box<dyn Evaluator + 'a>,
+        progress: Box<dyn Progress + 'a>,
+    ) -> Result<Outcome> {
+        self.run_on(Box::new(Inline::new(evaluator)), progress)
+    }
+
+    /// Runs the loop with any executor.
+    pub fn run_on<'a>(
+        self,
+        executor: Box<dyn Executor + 'a>,
         progress: Box<dyn Progress + 'a>,
     ) -> Result<Outcome> {
         let Prepared {
@@ -244,7 +277,7 @@ impl Prepared {
             ..
         } = self;
         let strategy = build_strategy(&exp, llm.clone())?;
-        let mut runner = Runner::new(&exp, dir, run_id, journal, strategy, evaluator, llm, state)?;
+        let mut runner = Runner::new(&exp, dir, run_id, journal, strategy, executor, llm, state)?;
         runner.usage_before = usage_before;
         runner.progress = progress;
         Ok(runner.run(mode, &message)?)
@@ -469,11 +502,17 @@ pub struct TrajectoryPoint {
 pub fn trajectory(dir: &Path) -> Result<Vec<TrajectoryPoint>> {
     let s = summary(dir)?;
     let read = read_journal(&dir.join("journal.jsonl"))?;
-    let finished = read.events.iter().filter_map(|e| match e {
-        Event::TrainFinished(t) => Some(t),
-        _ => None,
-    });
+    let mut finished: Vec<_> = read
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TrainFinished(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    finished.sort_by_key(|t| t.eval);
     Ok(finished
+        .into_iter()
         .zip(s.trajectory)
         .map(|(t, best)| TrajectoryPoint {
             eval: t.eval,
@@ -509,13 +548,17 @@ pub fn compare_replay(recorded: &Path, replayed: &Path) -> Result<Vec<String>> {
             })
             .collect()
     };
+    // Results arrive in any order when candidates train concurrently; compare by number.
     let scores = |ev: &[Event]| -> Vec<(String, Option<f64>)> {
-        ev.iter()
+        let mut v: Vec<(u64, String, Option<f64>)> = ev
+            .iter()
             .filter_map(|e| match e {
-                Event::TrainFinished(t) => Some((t.hash.clone(), t.score)),
+                Event::TrainFinished(t) => Some((t.eval, t.hash.clone(), t.score)),
                 _ => None,
             })
-            .collect()
+            .collect();
+        v.sort_by_key(|x| x.0);
+        v.into_iter().map(|(_, h, s)| (h, s)).collect()
     };
     let mut diffs = Vec::new();
     let (pa, pb) = (props(&a), props(&b));

@@ -8,9 +8,10 @@
 
 use super::config::Experiment;
 use super::journal::{
-    BudgetEvent, EpochEvent, Event, Journal, JournalError, NoteEvent, ProposalEvent, RunFinished,
-    RunStarted, TrainFinished, TrainStarted, ValidationEvent, Verdict,
+    BudgetEvent, EpochEvent, Event, Journal, JournalError, NoteEvent, ProposalEvent, RetryEvent,
+    RunFinished, RunStarted, TrainFinished, TrainStarted, ValidationEvent, Verdict,
 };
+use crate::exec::{rung_threshold, ExecError, Executor, Job, JobSpec, Rung, TaskSpec, Update};
 use crate::llm::LlmClient;
 use crate::search::{Context, History, Observation, Proposal, SearchError, Strategy};
 use crate::space::{parse_one, Analysis, Node};
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// What training one candidate gave the loop.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Evaluation {
     pub score: Option<f64>,
     pub failure: Option<Failure>,
@@ -71,61 +72,74 @@ impl Evaluator for TchEvaluator {
         analysis: &Analysis,
         on_epoch: &mut dyn FnMut(&Epoch) -> Flow,
     ) -> Evaluation {
-        use crate::space::grammar::SpaceKind;
-        use crate::train::program;
-        let (r, saves) = match self.kind {
-            SpaceKind::Network => (
-                crate::train::train_saving(
-                    node,
-                    analysis,
-                    &self.data,
-                    &self.opts,
-                    &mut OnEpoch(|e: &Epoch| on_epoch(e)),
-                    self.weights_to.as_deref(),
-                ),
-                true,
-            ),
-            // A program's score is the best over its learning-rate grid; the grid's trainings
-            // report no per-epoch hook, so successive halving does not apply to programs.
-            SpaceKind::Activation => (
-                program::evaluate_activation(
-                    node,
-                    &self.data,
-                    &self.opts.recipe,
-                    &self.program,
-                    self.opts.device,
-                ),
-                false,
-            ),
-            SpaceKind::Optimizer => (
-                program::evaluate_optimizer(
-                    node,
-                    &self.data,
-                    &self.opts.recipe,
-                    &self.program,
-                    self.opts.device,
-                ),
-                false,
-            ),
-        };
-        let weights = self
-            .weights_to
-            .clone()
-            .filter(|p| saves && r.failure.is_none() && p.is_file());
-        Evaluation {
-            score: r.score.filter(|_| r.failure.is_none()),
-            failure: r.failure,
-            curve: r.curve,
-            params: r.params,
-            flops: r.flops,
-            stopped_early: r.stopped_early,
-            wall_seconds: r.wall_seconds,
-            weights,
-        }
+        evaluate_with(
+            self.kind,
+            node,
+            analysis,
+            &self.data,
+            &self.opts,
+            &self.program,
+            self.weights_to.as_deref(),
+            on_epoch,
+        )
     }
 
     fn epochs(&self) -> usize {
         self.opts.recipe.epochs
+    }
+}
+
+/// Trains one candidate with libtorch: an architecture is compiled and trained (its weights
+/// saved to `weights_to` when given); a program is scored by training the reference network
+/// with it over its learning-rate grid.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_with(
+    kind: crate::space::grammar::SpaceKind,
+    node: &Node,
+    analysis: &Analysis,
+    data: &Data,
+    opts: &TrainOptions,
+    program: &crate::train::program::ProgramEval,
+    weights_to: Option<&Path>,
+    on_epoch: &mut dyn FnMut(&Epoch) -> Flow,
+) -> Evaluation {
+    use crate::space::grammar::SpaceKind;
+    use crate::train::program as p;
+    let (r, saves) = match kind {
+        SpaceKind::Network => (
+            crate::train::train_saving(
+                node,
+                analysis,
+                data,
+                opts,
+                &mut OnEpoch(|e: &Epoch| on_epoch(e)),
+                weights_to,
+            ),
+            true,
+        ),
+        // A program's score is the best over its learning-rate grid; the grid's trainings
+        // report no per-epoch hook, so successive halving does not apply to programs.
+        SpaceKind::Activation => (
+            p::evaluate_activation(node, data, &opts.recipe, program, opts.device),
+            false,
+        ),
+        SpaceKind::Optimizer => (
+            p::evaluate_optimizer(node, data, &opts.recipe, program, opts.device),
+            false,
+        ),
+    };
+    let weights = weights_to
+        .map(Path::to_path_buf)
+        .filter(|p| saves && r.failure.is_none() && p.is_file());
+    Evaluation {
+        score: r.score.filter(|_| r.failure.is_none()),
+        failure: r.failure,
+        curve: r.curve,
+        params: r.params,
+        flops: r.flops,
+        stopped_early: r.stopped_early,
+        wall_seconds: r.wall_seconds,
+        weights,
     }
 }
 
@@ -193,23 +207,31 @@ pub struct Queued {
     pub analysis: Analysis,
     pub parents: Vec<String>,
     pub plan: Option<String>,
+    /// The evaluation number of a training that was in flight when the run stopped: redone
+    /// under the same number.
+    pub eval: Option<u64>,
 }
 
 /// The loop's state as the journal has it.
 #[derive(Debug, Default)]
 pub struct Recovered {
+    /// Finished evaluations, in evaluation order.
     pub history: History,
-    /// Valid new proposals not trained yet, in order (the one in flight first).
+    /// Valid new proposals not trained yet, in order: those in flight first, with their
+    /// evaluation numbers, then those never started.
     pub queue: Vec<(ProposalEvent, Option<u64>)>,
     pub next_proposal: u64,
     pub next_round: u64,
+    /// Finished evaluations.
     pub evaluations: u64,
+    /// One past the highest evaluation number given out.
+    pub next_eval: u64,
     pub elapsed_seconds: f64,
     pub sessions: u32,
     /// Validation scores at each epoch of finished evaluations, for successive halving.
     pub curves: Vec<Vec<f64>>,
-    /// The hash of a training that started and never finished.
-    pub in_flight: Option<String>,
+    /// Trainings that started and never finished: evaluation number and hash.
+    pub in_flight: Vec<(u64, String)>,
     pub proposals: u64,
     pub invalid: u64,
     /// Whether the last session finished normally, and how.
@@ -225,7 +247,8 @@ impl Recovered {
         let mut proposals: BTreeMap<u64, ProposalEvent> = BTreeMap::new();
         let mut valid: Vec<u64> = Vec::new();
         let mut finished: HashMap<String, ()> = HashMap::new();
-        let mut started: Option<TrainStarted> = None;
+        let mut started: BTreeMap<u64, TrainStarted> = BTreeMap::new();
+        let mut done: BTreeMap<u64, (TrainFinished, Vec<f64>)> = BTreeMap::new();
         let mut epochs: HashMap<u64, Vec<f64>> = HashMap::new();
         for e in events {
             match e {
@@ -247,26 +270,21 @@ impl Recovered {
                 Event::Note(n) => r.next_round = r.next_round.max(n.round + 1),
                 Event::TrainStarted(t) => {
                     epochs.remove(&t.eval);
-                    started = Some(t.clone());
+                    r.next_eval = r.next_eval.max(t.eval + 1);
+                    started.insert(t.eval, t.clone());
                 }
                 Event::Epoch(e) => epochs.entry(e.eval).or_default().push(e.valid_score),
+                // A retried job's curve starts again.
+                Event::Retry(t) => {
+                    epochs.remove(&t.eval);
+                }
                 Event::TrainFinished(t) => {
-                    started = None;
-                    r.evaluations = r.evaluations.max(t.eval + 1);
+                    started.remove(&t.eval);
+                    r.next_eval = r.next_eval.max(t.eval + 1);
                     r.elapsed_seconds = r.elapsed_seconds.max(t.elapsed_seconds);
                     finished.insert(t.hash.clone(), ());
-                    let p = proposals.get(&t.proposal);
-                    r.history.push(Observation {
-                        hash: t.hash.clone(),
-                        candidate: t.candidate.clone(),
-                        score: t.score,
-                        outcome: outcome(&t.failure, t.stopped_early),
-                        params: t.params,
-                        parents: p.map(|p| p.parents.clone()).unwrap_or_default(),
-                        plan: p.and_then(|p| p.plan.clone()),
-                        epochs: t.epochs,
-                    });
-                    r.curves.push(epochs.remove(&t.eval).unwrap_or_default());
+                    let curve = epochs.remove(&t.eval).unwrap_or_default();
+                    done.insert(t.eval, (t.clone(), curve));
                 }
                 Event::Budget(_) => {}
                 Event::RunFinished(f) => {
@@ -275,25 +293,48 @@ impl Recovered {
                 }
             }
         }
-        r.in_flight = started.map(|s| s.hash);
+        // Results may arrive out of order; the history is in evaluation order.
+        for (t, curve) in done.into_values() {
+            let p = proposals.get(&t.proposal);
+            r.history.push(Observation {
+                hash: t.hash.clone(),
+                candidate: t.candidate.clone(),
+                score: t.score,
+                outcome: outcome(&t.failure, t.stopped_early),
+                params: t.params,
+                parents: p.map(|p| p.parents.clone()).unwrap_or_default(),
+                plan: p.and_then(|p| p.plan.clone()),
+                epochs: t.epochs,
+            });
+            r.curves.push(curve);
+            r.evaluations += 1;
+        }
+        r.in_flight = started
+            .values()
+            .filter(|s| !finished.contains_key(&s.hash))
+            .map(|s| (s.eval, s.hash.clone()))
+            .collect();
+        let mut redo = Vec::new();
         for id in valid {
             let Some(p) = proposals.get(&id) else {
                 continue;
             };
             let Some(h) = &p.hash else { continue };
-            if finished.contains_key(h) || r.queue.iter().any(|(q, _)| q.hash.as_ref() == Some(h)) {
+            if finished.contains_key(h)
+                || r.queue.iter().chain(&redo).any(|(q, _)| q.hash.as_ref() == Some(h))
+            {
                 continue;
             }
             r.history.reserve(h);
-            r.queue.push((p.clone(), None));
-        }
-        // The one in flight goes first, as it was first in line when the run stopped.
-        if let Some(h) = &r.in_flight {
-            if let Some(i) = r.queue.iter().position(|(q, _)| q.hash.as_ref() == Some(h)) {
-                let item = r.queue.remove(i);
-                r.queue.insert(0, item);
+            match r.in_flight.iter().find(|(_, f)| f == h) {
+                Some((eval, _)) => redo.push((p.clone(), Some(*eval))),
+                None => r.queue.push((p.clone(), None)),
             }
         }
+        // Those in flight go first, as they were first in line when the run stopped.
+        redo.sort_by_key(|(_, e)| *e);
+        redo.append(&mut r.queue);
+        r.queue = redo;
         r
     }
 }
@@ -328,6 +369,12 @@ pub enum RunError {
         #[source]
         source: SearchError,
     },
+    #[error("the run is paused: {reason}; what was recorded is kept in {dir}, continue with `archsmith resume {dir}` once it is back")]
+    Paused { dir: String, reason: String },
+    #[error("interrupted (Ctrl-C){stopped}; what was recorded is kept in {dir}, continue with `archsmith resume {dir}`")]
+    Interrupted { dir: String, stopped: String },
+    #[error("the executor failed: {message}; what was recorded is kept in {dir}, continue with `archsmith resume {dir}`")]
+    Executor { dir: String, message: String },
 }
 
 /// Observes the loop: a progress bar on a terminal, nothing in tests.
@@ -350,11 +397,31 @@ pub struct Status {
     pub invalid: u64,
     pub tokens: u64,
     pub usd: f64,
+    /// Evaluations in flight.
+    pub running: usize,
 }
 
 /// A test hook: after this many `train_started` events in a session, write a torn line and
 /// abort the process, as a crash mid-write would.
 pub const CRASH_ENV: &str = "ARCHSMITH_TEST_CRASH_AFTER_STARTS";
+
+/// An evaluation in flight.
+struct Running {
+    q: Queued,
+}
+
+/// A finished evaluation not yet shown to the strategy (results are shown in evaluation order,
+/// see [`Runner::release`]).
+struct Finished {
+    obs: Observation,
+    curve: Vec<f64>,
+}
+
+/// Why the loop stops starting new work; it ends once what is in flight has finished.
+enum Stop {
+    End { status: String, reason: String },
+    Fail(RunError),
+}
 
 pub struct Runner<'a> {
     pub exp: &'a Experiment,
@@ -362,13 +429,18 @@ pub struct Runner<'a> {
     pub run_id: String,
     pub journal: Journal,
     pub strategy: Box<dyn Strategy + 'a>,
-    pub evaluator: Box<dyn Evaluator + 'a>,
+    pub executor: Box<dyn Executor + 'a>,
     pub llm: Option<Arc<LlmClient>>,
     pub state: Recovered,
     /// Model usage recorded before this session (from `llm.jsonl`).
     pub usage_before: (u64, f64),
     pub progress: Box<dyn Progress + 'a>,
+    /// Epochs a full evaluation trains (the recipe's).
+    pub epochs: usize,
     queue: VecDeque<Queued>,
+    running: BTreeMap<u64, Running>,
+    unreleased: BTreeMap<u64, Finished>,
+    stop: Option<Stop>,
     started: Instant,
     stall: u64,
     starts: u64,
@@ -382,12 +454,12 @@ impl<'a> Runner<'a> {
         run_id: String,
         journal: Journal,
         strategy: Box<dyn Strategy + 'a>,
-        evaluator: Box<dyn Evaluator + 'a>,
+        executor: Box<dyn Executor + 'a>,
         llm: Option<Arc<LlmClient>>,
         state: Recovered,
     ) -> Result<Runner<'a>, RunError> {
         let mut queue = VecDeque::new();
-        for (p, _) in &state.queue {
+        for (p, eval) in &state.queue {
             let Some(h) = &p.hash else { continue };
             let node = parse_one(&p.text)
                 .map_err(|_| RunError::Io(format!("journal: cannot parse proposal {}", p.id)))?
@@ -408,6 +480,7 @@ impl<'a> Runner<'a> {
                 analysis,
                 parents: p.parents.clone(),
                 plan: p.plan.clone(),
+                eval: *eval,
             });
         }
         Ok(Runner {
@@ -416,12 +489,16 @@ impl<'a> Runner<'a> {
             run_id,
             journal,
             strategy,
-            evaluator,
+            executor,
             llm,
             state,
             usage_before: (0, 0.0),
             progress: Box::new(NoProgress),
+            epochs: exp.recipe.epochs,
             queue,
+            running: BTreeMap::new(),
+            unreleased: BTreeMap::new(),
+            stop: None,
             started: Instant::now(),
             stall: 0,
             starts: 0,
@@ -448,15 +525,29 @@ impl<'a> Runner<'a> {
         Status {
             evaluations: self.state.evaluations,
             max_evaluations: self.exp.settings.budget.evaluations,
-            best: self.state.history.best().and_then(|b| b.score),
+            best: self.best().and_then(|b| b.score),
             proposals: self.state.proposals,
             invalid: self.state.invalid,
             tokens,
             usd,
+            running: self.running.len(),
         }
     }
 
-    /// The first budget that is spent, as an event.
+    /// The best finished evaluation, whether or not the strategy has seen it yet.
+    fn best(&self) -> Option<&Observation> {
+        let h = &self.state.history;
+        let mut best = h.best();
+        for f in self.unreleased.values() {
+            let Some(s) = f.obs.score else { continue };
+            if best.and_then(|b| b.score).is_none_or(|b| h.better(s, b)) {
+                best = Some(&f.obs);
+            }
+        }
+        best
+    }
+
+    /// The first budget that is spent, as an event. Evaluations count when they start.
     fn budget_spent(&self) -> Option<BudgetEvent> {
         let b = &self.exp.settings.budget;
         let ev = |limit: &str, used: f64, max: f64, what: &str| BudgetEvent {
@@ -465,10 +556,10 @@ impl<'a> Runner<'a> {
             max,
             message: format!("{what} budget spent: {used} of {max}"),
         };
-        if self.state.evaluations >= b.evaluations {
+        if self.state.next_eval >= b.evaluations {
             return Some(ev(
                 "evaluations",
-                self.state.evaluations as f64,
+                self.state.next_eval as f64,
                 b.evaluations as f64,
                 "evaluation",
             ));
@@ -504,6 +595,7 @@ impl<'a> Runner<'a> {
     /// `replay`; `message` says why this strategy.
     pub fn run(&mut self, mode: &str, message: &str) -> Result<Outcome, RunError> {
         let s = &self.exp.settings;
+        let message = format!("{message}; training: {}", self.executor.describe());
         self.log(Event::RunStarted(RunStarted {
             run_id: self.run_id.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -513,21 +605,29 @@ impl<'a> Runner<'a> {
             seed: s.seed,
             session: self.state.sessions + 1,
             mode: mode.into(),
-            message: message.into(),
+            message,
             unix_time: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
         }))?;
-        if s.parallel > 1 {
-            tracing::info!(
-                parallel = s.parallel,
-                "parallel training is not available yet; candidates train one at a time"
-            );
+        let mut result = self.run_loop();
+        if result.is_err() && !self.running.is_empty() {
+            let stopped = self.executor.stop_all();
+            if let Err(RunError::Interrupted { stopped: s, .. }) = &mut result {
+                *s = format!(
+                    "; stopped {} evaluation(s) in flight ({}), which a resume redoes",
+                    stopped.len(),
+                    stopped.join(", ")
+                );
+            }
+            self.running.clear();
         }
-        let result = self.run_loop();
+        self.release(u64::MAX);
         let (status, reason) = match &result {
             Ok((st, r)) => (st.clone(), r.clone()),
+            Err(e @ RunError::Interrupted { .. }) => ("interrupted".to_string(), e.to_string()),
+            Err(e @ RunError::Paused { .. }) => ("paused".to_string(), e.to_string()),
             Err(e) => ("failed".to_string(), e.to_string()),
         };
         let best = self.state.history.best().cloned();
@@ -560,21 +660,98 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// One turn of the loop: train the next queued candidate, or ask the strategy for a round
-    /// of proposals when none is queued. Returns the status and reason when the run ends.
+    /// How many evaluations a proposal may be behind: with `parallel` workers, the
+    /// proposal for evaluation `k` sees the results of evaluations up to `k - parallel`.
+    fn lag(&self) -> u64 {
+        self.executor.slots().max(1) as u64
+    }
+
+    /// Whether evaluation `k` may start: in a deterministic run, every evaluation it is meant
+    /// to see (numbers up to `k - lag`) has finished.
+    fn may_start(&self, k: u64) -> bool {
+        if !self.exp.settings.executor.deterministic {
+            return true;
+        }
+        let lag = self.lag();
+        let waiting = |e: u64| e + lag <= k;
+        !self.running.keys().any(|&e| waiting(e))
+            && !self.queue.iter().any(|q| q.eval.is_some_and(waiting))
+    }
+
+    /// Shows finished results to the strategy and to successive halving, in evaluation
+    /// order: those evaluation `k` is meant to see (all of them when the run does not need to
+    /// be deterministic).
+    fn release(&mut self, k: u64) {
+        let lag = self.lag();
+        let all = !self.exp.settings.executor.deterministic || k == u64::MAX;
+        while let Some(entry) = self.unreleased.first_entry() {
+            if !all && *entry.key() + lag > k {
+                break;
+            }
+            let f = entry.remove();
+            self.state.history.push(f.obs);
+            self.state.curves.push(f.curve);
+        }
+    }
+
+    /// One turn of the loop: start the next queued candidate when a slot is free, ask the
+    /// strategy for a round of proposals when none is queued, or wait for a result. Returns
+    /// the status and reason when the run ends.
     pub fn step(&mut self) -> Result<Option<(String, String)>, RunError> {
         self.progress.update(&self.status());
-        if let Some(b) = self.budget_spent() {
-            let msg = b.message.clone();
-            self.skip_queue()?;
-            self.log(Event::Budget(b))?;
-            return Ok(Some(("completed".into(), msg)));
+        if crate::exec::interrupted() {
+            return Err(RunError::Interrupted {
+                dir: self.dir.display().to_string(),
+                stopped: String::new(),
+            });
         }
-        if let Some(q) = self.queue.pop_front() {
-            self.evaluate(q)?;
-            return Ok(None);
+        if self.stop.is_none() {
+            if let Some(b) = self.budget_spent() {
+                let msg = b.message.clone();
+                self.skip_queue()?;
+                self.log(Event::Budget(b))?;
+                self.stop = Some(Stop::End {
+                    status: "completed".into(),
+                    reason: msg,
+                });
+            }
         }
-        match self.propose_round() {
+        if self.running.len() < self.executor.slots() {
+            // A redone evaluation keeps its number and goes first.
+            if let Some(eval) = self.queue.front().and_then(|q| q.eval) {
+                if self.may_start(eval) {
+                    let q = self.queue.pop_front().expect("the queue has a front");
+                    self.start(q, eval)?;
+                    return Ok(None);
+                }
+            } else if self.stop.is_none() && self.may_start(self.state.next_eval) {
+                let k = self.state.next_eval;
+                if let Some(q) = self.queue.pop_front() {
+                    self.state.next_eval += 1;
+                    self.start(q, k)?;
+                    return Ok(None);
+                }
+                self.release(k);
+                self.propose()?;
+                return Ok(None);
+            }
+        }
+        if self.running.is_empty() {
+            return match self.stop.take() {
+                Some(Stop::End { status, reason }) => Ok(Some((status, reason))),
+                Some(Stop::Fail(e)) => Err(e),
+                None => Err(RunError::Io(
+                    "the loop can neither start nor wait for an evaluation".into(),
+                )),
+            };
+        }
+        self.wait()?;
+        Ok(None)
+    }
+
+    /// Asks for a round of proposals; a search that gives out or fails stops new work.
+    fn propose(&mut self) -> Result<(), RunError> {
+        let end = match self.propose_round() {
             Ok(0) => {
                 self.stall += 1;
                 if self.stall >= self.exp.settings.budget.stall_rounds {
@@ -585,13 +762,17 @@ impl<'a> Runner<'a> {
                         max: self.exp.settings.budget.stall_rounds as f64,
                         message: msg.clone(),
                     }))?;
-                    return Ok(Some(("exhausted".into(), msg)));
+                    Some(Stop::End {
+                        status: "exhausted".into(),
+                        reason: msg,
+                    })
+                } else {
+                    None
                 }
-                Ok(None)
             }
             Ok(_) => {
                 self.stall = 0;
-                Ok(None)
+                None
             }
             Err(e) if e.is_budget() => {
                 let msg = e.to_string();
@@ -602,17 +783,25 @@ impl<'a> Runner<'a> {
                     max: 0.0,
                     message: msg.clone(),
                 }))?;
-                Ok(Some(("completed".into(), msg)))
+                Some(Stop::End {
+                    status: "completed".into(),
+                    reason: msg,
+                })
             }
-            Err(SearchError::Exhausted) => Ok(Some((
-                "exhausted".into(),
-                SearchError::Exhausted.to_string(),
-            ))),
-            Err(e) => Err(RunError::Search {
+            Err(SearchError::Exhausted) => Some(Stop::End {
+                status: "exhausted".into(),
+                reason: SearchError::Exhausted.to_string(),
+            }),
+            Err(e) => Some(Stop::Fail(RunError::Search {
                 dir: self.dir.display().to_string(),
                 source: e,
-            }),
+            })),
+        };
+        if let Some(s) = end {
+            self.skip_queue()?;
+            self.stop = Some(s);
         }
+        Ok(())
     }
 
     /// Evaluations done so far.
@@ -620,10 +809,15 @@ impl<'a> Runner<'a> {
         self.state.evaluations
     }
 
-    /// Valid new proposals left when the budget ran out are journaled as skipped, so that a
-    /// reader of the journal sees why they were never trained.
+    /// Valid new proposals left when the run stops starting work are journaled as skipped, so
+    /// that a reader of the journal sees why they were never trained. Redone evaluations stay.
     fn skip_queue(&mut self) -> Result<(), RunError> {
-        while let Some(q) = self.queue.pop_front() {
+        let queue = std::mem::take(&mut self.queue);
+        for q in queue {
+            if q.eval.is_some() {
+                self.queue.push_back(q);
+                continue;
+            }
             self.log(Event::Validation(ValidationEvent {
                 id: q.proposal,
                 verdict: Verdict::Skipped,
@@ -713,6 +907,7 @@ impl<'a> Runner<'a> {
                     analysis: a.clone(),
                     parents: p.parents.clone(),
                     plan: p.plan.clone(),
+                    eval: None,
                 }),
             ),
             (Ok(_), None) => unreachable!("a valid proposal has a hash"),
@@ -735,16 +930,73 @@ impl<'a> Runner<'a> {
         })
     }
 
-    fn evaluate(&mut self, q: Queued) -> Result<(), RunError> {
-        let eval = self.state.evaluations;
-        let epochs = self.evaluator.epochs();
+    /// The job for evaluation `eval` of `q`: the candidate with everything a worker needs.
+    fn job_spec(&self, q: &Queued, eval: u64) -> JobSpec {
+        let exp = self.exp;
+        let sizes = match &exp.task.source {
+            crate::train::task::Source::Synthetic { sizes, .. } => Some(*sizes),
+            _ => None,
+        };
+        let eta = exp.settings.fidelity.eta.max(2);
+        let rungs = exp
+            .settings
+            .fidelity
+            .rungs(self.epochs)
+            .into_iter()
+            .map(|epoch| {
+                let earlier: Vec<f64> = self
+                    .state
+                    .curves
+                    .iter()
+                    .filter_map(|c| c.get(epoch - 1).copied())
+                    .collect();
+                Rung {
+                    epoch,
+                    threshold: rung_threshold(&earlier, eta),
+                }
+            })
+            .collect();
+        JobSpec {
+            protocol: crate::exec::PROTOCOL,
+            eval,
+            hash: q.hash.clone(),
+            candidate: q.node.to_string(),
+            space: exp.space.name().to_string(),
+            grammar: exp.space.grammar.source.clone(),
+            limits: exp.check.limits,
+            task: TaskSpec {
+                name: exp.task.name.clone(),
+                sizes,
+            },
+            recipe: exp.recipe.clone(),
+            seed: exp.settings.seed,
+            device: exp.settings.device.clone(),
+            program: crate::exec::worker::program_eval(exp.settings.seed),
+            rungs,
+            weights_to: None,
+        }
+    }
+
+    /// Starts evaluation `eval` of `q`.
+    fn start(&mut self, q: Queued, eval: u64) -> Result<(), RunError> {
+        self.release(eval);
+        let job = Job {
+            spec: self.job_spec(&q, eval),
+            node: q.node.clone(),
+            analysis: q.analysis.clone(),
+            attempt: 1,
+        };
+        // Submitted before it is journaled: a driver that crashes in between finds the job
+        // again by its candidate (Ray), rather than a journal naming a job never submitted.
+        let worker = self.executor.submit(job).map_err(|e| self.exec_error(e))?;
         self.log(Event::TrainStarted(TrainStarted {
             eval,
             proposal: q.proposal,
             hash: q.hash.clone(),
             candidate: q.node.to_string(),
-            epochs,
+            epochs: self.epochs,
             seed: self.exp.settings.seed,
+            worker: Some(worker.clone()),
         }))?;
         self.starts += 1;
         if let Some(n) = std::env::var(CRASH_ENV)
@@ -758,14 +1010,32 @@ impl<'a> Runner<'a> {
                 std::process::abort();
             }
         }
-        tracing::info!(eval, hash = %q.hash, candidate = %q.node, "training");
-        let rungs = self.exp.settings.fidelity.rungs(epochs);
-        let eta = self.exp.settings.fidelity.eta.max(2);
-        let curves = &self.state.curves;
+        tracing::info!(eval, hash = %q.hash, candidate = %q.node, worker, "training");
+        self.running.insert(eval, Running { q });
+        Ok(())
+    }
+
+    fn exec_error(&self, e: ExecError) -> RunError {
+        let dir = self.dir.display().to_string();
+        match e {
+            ExecError::Unavailable(reason) => RunError::Paused { dir, reason },
+            ExecError::Interrupted => RunError::Interrupted {
+                dir,
+                stopped: String::new(),
+            },
+            ExecError::Other(message) => RunError::Executor { dir, message },
+        }
+    }
+
+    /// Waits for the next update from the executor and records it.
+    fn wait(&mut self) -> Result<(), RunError> {
         let journal = &mut self.journal;
         let mut io_error: Option<JournalError> = None;
-        let mut on_epoch = |e: &Epoch| -> Flow {
+        let mut on_epoch = |eval: u64, e: &Epoch| {
             // Synced with train_finished; a training cut short is redone on resume.
+            if io_error.is_some() {
+                return;
+            }
             if let Err(err) = journal.append_unsynced(&Event::Epoch(EpochEvent {
                 eval,
                 epoch: e.epoch,
@@ -775,17 +1045,39 @@ impl<'a> Runner<'a> {
                 seconds: e.seconds,
             })) {
                 io_error = Some(err);
-                return Flow::Stop;
             }
-            if rungs.contains(&e.epoch) && !promote(curves, e.epoch, e.valid_score, eta) {
-                return Flow::Stop;
-            }
-            Flow::Continue
         };
-        let r = self.evaluator.evaluate(&q.node, &q.analysis, &mut on_epoch);
+        let update = self.executor.next(&mut on_epoch);
         if let Some(e) = io_error {
             return Err(e.into());
         }
+        match update.map_err(|e| self.exec_error(e))? {
+            Update::Retry {
+                eval,
+                attempt,
+                reason,
+                worker,
+            } => {
+                let m = format!("evaluation {eval}: {reason}; attempt {attempt} on {worker}");
+                tracing::warn!("{m}");
+                self.progress.message(&m);
+                self.log(Event::Retry(RetryEvent {
+                    eval,
+                    attempt,
+                    reason,
+                    worker,
+                }))
+            }
+            Update::Done { eval, result } => self.finish(eval, result),
+        }
+    }
+
+    /// Records a finished evaluation and keeps the best.
+    fn finish(&mut self, eval: u64, r: Evaluation) -> Result<(), RunError> {
+        let Some(Running { q }) = self.running.remove(&eval) else {
+            tracing::warn!(eval, "a result for an evaluation not in flight is ignored");
+            return Ok(());
+        };
         let mut failure = r.failure.clone();
         let score = match r.score {
             Some(s) if s.is_finite() => Some(s),
@@ -814,22 +1106,28 @@ impl<'a> Runner<'a> {
             wall_seconds: r.wall_seconds,
             elapsed_seconds: elapsed,
         }))?;
-        self.state.evaluations = eval + 1;
-        self.state
-            .curves
-            .push(r.curve.iter().map(|e| e.valid_score).collect());
-        let before = self.state.history.best().map(|b| b.hash.clone());
-        self.state.history.push(Observation {
-            hash: q.hash.clone(),
-            candidate: q.node.to_string(),
-            score,
-            outcome: outcome(&failure, r.stopped_early),
-            params: r.params,
-            parents: q.parents.clone(),
-            plan: q.plan.clone(),
-            epochs: r.curve.len(),
-        });
-        let after = self.state.history.best().cloned();
+        self.state.evaluations += 1;
+        let before = self.best().map(|b| b.hash.clone());
+        self.unreleased.insert(
+            eval,
+            Finished {
+                obs: Observation {
+                    hash: q.hash.clone(),
+                    candidate: q.node.to_string(),
+                    score,
+                    outcome: outcome(&failure, r.stopped_early),
+                    params: r.params,
+                    parents: q.parents.clone(),
+                    plan: q.plan.clone(),
+                    epochs: r.curve.len(),
+                },
+                curve: r.curve.iter().map(|e| e.valid_score).collect(),
+            },
+        );
+        if !self.exp.settings.executor.deterministic {
+            self.release(u64::MAX);
+        }
+        let after = self.best().cloned();
         if let Some(b) = after.filter(|b| Some(&b.hash) != before.as_ref()) {
             write_best(&self.dir, &b).map_err(RunError::Io)?;
             if let Some(w) = &r.weights {
@@ -914,7 +1212,9 @@ mod tests {
             "t".into(),
             Journal::create(&dir.join("journal.jsonl")).unwrap(),
             strategy,
-            Box::new(FakeEvaluator { epochs: 2 }),
+            Box::new(crate::exec::inline::Inline::new(Box::new(FakeEvaluator {
+                epochs: 2,
+            }))),
             None,
             Recovered {
                 history: History::new(true),
@@ -1009,7 +1309,7 @@ mod tests {
         // Batches of 3 for 4 evaluations: the last two proposals were skipped, and a resume
         // with a larger budget trains them first.
         assert_eq!(rec.queue.len(), 2);
-        assert!(rec.in_flight.is_none());
+        assert!(rec.in_flight.is_empty());
         // Cut the journal just after the third training started: two done, one in flight.
         let cut = ev
             .iter()
@@ -1020,9 +1320,12 @@ mod tests {
             .unwrap();
         let rec = Recovered::from_events(&ev[..cut], true);
         assert_eq!(rec.evaluations, 2);
-        assert!(rec.in_flight.is_some());
-        assert_eq!(rec.queue[0].0.hash, rec.in_flight);
-        assert!(rec.history.seen(rec.in_flight.as_deref().unwrap()));
+        assert_eq!(rec.in_flight.len(), 1);
+        let (eval, hash) = &rec.in_flight[0];
+        assert_eq!(*eval, 2);
+        assert_eq!(rec.queue[0].0.hash.as_ref(), Some(hash));
+        assert_eq!(rec.queue[0].1, Some(2), "redone under its own number");
+        assert!(rec.history.seen(hash));
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub enum FailureReason {
     Compile,
     /// Any other error reported by torch.
     Runtime,
+    /// The job failed outside training: its worker could not load what it needed, or its
+    /// process died, was lost or timed out on every attempt.
+    Worker,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,202 @@
+//! Worker mode: train the candidate of a [`JobSpec`] in this process and print its epochs and,
+//! last, its result (`archsmith worker --job JSON` for one job, as a Ray job runs it;
+//! `archsmith worker --serve` for a job a line on stdin, as local worker processes run it).
+//!
+//! A job is checked as a proposal is: the grammar parsed, the candidate parsed, hashed and
+//! validated against the space for the task's input, before anything trains. A job that
+//! cannot run (a grammar or task the worker cannot load, a candidate that does not validate)
+//! gives a result with a `worker` failure saying why; retrying it would not help.
+
+use super::{epoch_line, result_line, JobSpec, TaskSpec, PROTOCOL};
+use crate::run::{evaluate_with, Evaluation};
+use crate::space::{parse_one, CheckOptions, Space};
+use crate::train::program::ProgramEval;
+use crate::train::{Data, Epoch, Failure, FailureReason, Flow, TrainOptions};
+use std::io::{BufRead, Write};
+
+/// Runs jobs, keeping the last task's data loaded for the next job.
+#[derive(Default)]
+pub struct Worker {
+    data: Option<(TaskSpec, Data)>,
+}
+
+impl Worker {
+    pub fn new() -> Worker {
+        Worker::default()
+    }
+
+    /// Runs one job, printing its epoch lines and its result line to `out`.
+    pub fn run(&mut self, spec: &JobSpec, out: &mut dyn Write) -> std::io::Result<Evaluation> {
+        let mut io_err = None;
+        let r = match self.prepare(spec) {
+            Err(message) => failed(message),
+            Ok((space, node, analysis)) => {
+                let Some((_, data)) = &self.data else {
+                    return Err(std::io::Error::other("the job's data went missing"));
+                };
+                let device = match crate::train::parse_device(&spec.device) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let r = failed(format!("device {}: {e}", spec.device));
+                        writeln!(out, "{}", result_line(spec.eval, &r))?;
+                        out.flush()?;
+                        return Ok(r);
+                    }
+                };
+                let opts = TrainOptions {
+                    recipe: spec.recipe.clone(),
+                    seed: spec.seed,
+                    device,
+                    max_params: spec.limits.max_params,
+                    test: false,
+                };
+                let mut on_epoch = |e: &Epoch| {
+                    if let Err(err) = writeln!(out, "{}", epoch_line(spec.eval, e))
+                        .and_then(|_| out.flush())
+                    {
+                        io_err = Some(err);
+                        return Flow::Stop;
+                    }
+                    if spec.promoted(e.epoch, e.valid_score) {
+                        Flow::Continue
+                    } else {
+                        Flow::Stop
+                    }
+                };
+                evaluate_with(
+                    space.grammar.kind,
+                    &node,
+                    &analysis,
+                    data,
+                    &opts,
+                    &spec.program,
+                    spec.weights_to.as_deref(),
+                    &mut on_epoch,
+                )
+            }
+        };
+        if let Some(e) = io_err {
+            return Err(e);
+        }
+        writeln!(out, "{}", result_line(spec.eval, &r))?;
+        out.flush()?;
+        Ok(r)
+    }
+
+    /// Loads the space and the task's data and validates the candidate.
+    fn prepare(
+        &mut self,
+        spec: &JobSpec,
+    ) -> Result<(Space, crate::space::Node, crate::space::Analysis), String> {
+        if spec.protocol != PROTOCOL {
+            return Err(format!(
+                "the job speaks protocol {}, this worker {} ({}); install the same archsmith on the workers as on the driver",
+                spec.protocol,
+                PROTOCOL,
+                env!("CARGO_PKG_VERSION")
+            ));
+        }
+        let space = Space::from_parts(&spec.grammar, &spec.space, Vec::new(), None)
+            .map_err(|e| format!("the job's grammar ({}) does not load: {e}", spec.space))?;
+        if self.data.as_ref().map(|(t, _)| t) != Some(&spec.task) {
+            self.data = None;
+            let task = crate::run::config::task_from(&spec.task.name, spec.task.sizes)
+                .map_err(|e| format!("task {}: {e}", spec.task.name))?;
+            let data = task.load().map_err(|e| {
+                format!(
+                    "cannot load the data of task {} on this worker: {e}",
+                    spec.task.name
+                )
+            })?;
+            self.data = Some((spec.task.clone(), data));
+        }
+        let Some((_, data)) = &self.data else {
+            return Err("the task's data did not load".into());
+        };
+        let lowered = parse_one(&spec.candidate).map_err(|errs| {
+            format!(
+                "the job's candidate does not parse: {}",
+                errs.first().map(|e| e.message.as_str()).unwrap_or("?")
+            )
+        })?;
+        let node = lowered.node;
+        if node.hash_hex() != spec.hash {
+            return Err(format!(
+                "the job's candidate hashes to {}, not {} as the job says",
+                node.hash_hex(),
+                spec.hash
+            ));
+        }
+        let opts = CheckOptions {
+            limits: spec.limits,
+            classes: Some(data.classes),
+            infos: false,
+        };
+        let analysis = space.check(&node, None, data.input, &opts).map_err(|d| {
+            format!(
+                "the job's candidate does not validate on this worker: {}",
+                d.first().map(|d| d.to_string()).unwrap_or_default()
+            )
+        })?;
+        Ok((space, node, analysis))
+    }
+}
+
+fn failed(message: String) -> Evaluation {
+    Evaluation {
+        score: None,
+        failure: Some(Failure {
+            reason: FailureReason::Worker,
+            message,
+        }),
+        curve: Vec::new(),
+        params: 0,
+        flops: 0,
+        stopped_early: false,
+        wall_seconds: 0.0,
+        weights: None,
+    }
+}
+
+/// `archsmith worker --serve`: one job a line on `input`, epochs and results on `out`, until
+/// `input` ends. A line that is not a job gets a result line with a `worker` failure.
+pub fn serve(input: &mut dyn BufRead, out: &mut dyn Write) -> std::io::Result<()> {
+    let mut w = Worker::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if input.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<JobSpec>(&line) {
+            Ok(spec) => {
+                w.run(&spec, out)?;
+            }
+            Err(e) => {
+                let eval = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .and_then(|v| v.get("eval").and_then(|e| e.as_u64()))
+                    .unwrap_or(u64::MAX);
+                let r = failed(format!("the job line is not a job: {e}"));
+                writeln!(out, "{}", result_line(eval, &r))?;
+                out.flush()?;
+            }
+        }
+    }
+}
+
+/// Parses a job given on the command line, naming what is wrong with it.
+pub fn parse_job(text: &str) -> Result<JobSpec, String> {
+    serde_json::from_str(text).map_err(|e| format!("the job is not a valid job description: {e}"))
+}
+
+/// The default [`ProgramEval`] of a run with seed `seed`.
+pub fn program_eval(seed: u64) -> ProgramEval {
+    ProgramEval {
+        seed,
+        ..Default::default()
+    }
+}
