@@ -4,6 +4,7 @@ use super::{ExecError, ExecutorSettings};
 pub struct Ray;
 
 impl Ray {
+    #[allow(clippy::new_ret_no_self)]
     pub fn new(
         _s: &ExecutorSettings,
         _parallel: usize,

@@ -321,7 +321,10 @@ impl Recovered {
             };
             let Some(h) = &p.hash else { continue };
             if finished.contains_key(h)
-                || r.queue.iter().chain(&redo).any(|(q, _)| q.hash.as_ref() == Some(h))
+                || r.queue
+                    .iter()
+                    .chain(&redo)
+                    .any(|(q, _)| q.hash.as_ref() == Some(h))
             {
                 continue;
             }
@@ -1192,13 +1195,19 @@ pub fn write_best(dir: &Path, b: &Observation) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exec::fake::{Fake, Order};
     use crate::run::config::Settings;
     use crate::run::journal::read_journal;
     use crate::search::{Origin, Proposal};
 
+    /// Top-level lines before the first `[`, the rest in the `[strategy]` table onwards.
     fn experiment(extra: &str) -> Experiment {
+        let (top, extra) = match extra.find('[') {
+            Some(i) if !extra.starts_with('[') && !extra.starts_with("batch") => extra.split_at(i),
+            _ => ("", extra),
+        };
         let text = format!(
-            "seed = 3\n[space.limits]\nmax_params = 30000\nmax_flops = 3000000\n[strategy]\nkind = \"random\"\n{extra}"
+            "seed = 3\n{top}[space.limits]\nmax_params = 30000\nmax_flops = 3000000\n[strategy]\nkind = \"random\"\n{extra}"
         );
         let s = Settings::from_toml(&text, "t").unwrap();
         s.validate("t").unwrap();
@@ -1326,6 +1335,133 @@ mod tests {
         assert_eq!(rec.queue[0].0.hash.as_ref(), Some(hash));
         assert_eq!(rec.queue[0].1, Some(2), "redone under its own number");
         assert!(rec.history.seen(hash));
+    }
+
+    /// The finished evaluations of a journal in evaluation order: number, candidate, score,
+    /// epochs trained.
+    fn finished(dir: &Path) -> Vec<(u64, String, Option<f64>, usize)> {
+        let mut v: Vec<_> = read_journal(&dir.join("journal.jsonl"))
+            .unwrap()
+            .events
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::TrainFinished(t) => Some((t.eval, t.candidate, t.score, t.epochs)),
+                _ => None,
+            })
+            .collect();
+        v.sort_by_key(|x| x.0);
+        v
+    }
+
+    fn run_on(exp: &Experiment, dir: &Path, strategy: Box<dyn Strategy + '_>, ex: Fake) -> Outcome {
+        let mut r = runner(exp, dir, strategy);
+        r.executor = Box::new(ex);
+        r.epochs = 4;
+        r.run("new", "").unwrap()
+    }
+
+    #[test]
+    fn results_arriving_out_of_order_give_the_same_run() {
+        // Evolution with successive halving: proposals and halving both depend on earlier
+        // results, so any dependence on arrival order would show.
+        let exp = experiment(
+            "parallel = 3\n[strategy.evolution]\npopulation = 4\ntournament = 2\n[budget]\nevaluations = 14\n[fidelity]\nsuccessive_halving = true\nmin_epochs = 1\neta = 2\n",
+        );
+        let evo = || -> Box<dyn Strategy> {
+            Box::new(crate::search::evolution::Evolution {
+                cfg: exp.settings.strategy.evolution.clone(),
+            })
+        };
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let oa = run_on(&exp, a.path(), evo(), Fake::new(3, Order::Fifo, 4));
+        let ob = run_on(&exp, b.path(), evo(), Fake::new(3, Order::Lifo, 4));
+        assert_eq!(oa.evaluations, 14);
+        assert_eq!(ob.evaluations, 14);
+        let (fa, fb) = (finished(a.path()), finished(b.path()));
+        assert_eq!(fa, fb);
+        assert!(fa.iter().any(|f| f.3 < 4), "halving stopped some: {fa:?}");
+        // The journal really saw results out of order.
+        let order: Vec<u64> = read_journal(&b.path().join("journal.jsonl"))
+            .unwrap()
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::TrainFinished(t) => Some(t.eval),
+                _ => None,
+            })
+            .collect();
+        assert!(order.windows(2).any(|w| w[0] > w[1]), "{order:?}");
+        // Resume rebuilds the history in evaluation order.
+        let ev = read_journal(&b.path().join("journal.jsonl"))
+            .unwrap()
+            .events;
+        let rec = Recovered::from_events(&ev, true);
+        assert_eq!(rec.evaluations, 14);
+        let cands: Vec<&str> = rec
+            .history
+            .all()
+            .iter()
+            .map(|o| o.candidate.as_str())
+            .collect();
+        let want: Vec<&str> = fa.iter().map(|f| f.1.as_str()).collect();
+        assert_eq!(cands, want);
+
+        // Without the ordering, the same two runs part ways: the check above can fail.
+        let exp = experiment(
+            "parallel = 3\n[executor]\ndeterministic = false\n[strategy.evolution]\npopulation = 4\ntournament = 2\n[budget]\nevaluations = 14\n[fidelity]\nsuccessive_halving = true\nmin_epochs = 1\neta = 2\n",
+        );
+        let evo = || -> Box<dyn Strategy> {
+            Box::new(crate::search::evolution::Evolution {
+                cfg: exp.settings.strategy.evolution.clone(),
+            })
+        };
+        let (c, d) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        run_on(&exp, c.path(), evo(), Fake::new(3, Order::Fifo, 4));
+        run_on(&exp, d.path(), evo(), Fake::new(3, Order::Lifo, 4));
+        assert_ne!(finished(c.path()), finished(d.path()));
+    }
+
+    #[test]
+    fn workers_stay_busy_and_a_lag_of_one_is_the_sequential_loop() {
+        let exp = experiment("[budget]\nevaluations = 6\n");
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut r = runner(&exp, a.path(), Box::new(crate::search::random::Random));
+        r.run("new", "").unwrap();
+        run_on(
+            &exp,
+            b.path(),
+            Box::new(crate::search::random::Random),
+            Fake::new(1, Order::Lifo, 2),
+        );
+        let strip = |v: Vec<(u64, String, Option<f64>, usize)>| -> Vec<(u64, String)> {
+            v.into_iter().map(|x| (x.0, x.1)).collect()
+        };
+        assert_eq!(strip(finished(a.path())), strip(finished(b.path())));
+
+        // With three slots and batches of one, three evaluations are in flight at once.
+        let exp = experiment("parallel = 3\n[budget]\nevaluations = 7\n");
+        let c = tempfile::tempdir().unwrap();
+        run_on(
+            &exp,
+            c.path(),
+            Box::new(crate::search::random::Random),
+            Fake::new(3, Order::Fifo, 2),
+        );
+        let mut in_flight = 0i32;
+        let mut most = 0;
+        for e in read_journal(&c.path().join("journal.jsonl"))
+            .unwrap()
+            .events
+        {
+            match e {
+                Event::TrainStarted(_) => in_flight += 1,
+                Event::TrainFinished(_) => in_flight -= 1,
+                _ => {}
+            }
+            most = most.max(in_flight);
+        }
+        assert_eq!(most, 3);
+        assert_eq!(finished(c.path()).len(), 7);
     }
 
     #[test]
