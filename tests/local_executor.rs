@@ -239,7 +239,7 @@ fn ctrl_c_stops_the_workers_and_resume_finishes_the_run() {
     let text = toml(tmp.path(), 4, &format!("command = \"{w}\""))
         .replace("train_size = 64", "train_size = 2048");
     std::fs::write(&cfg, text).unwrap();
-    let mut child = std::process::Command::new(BIN)
+    let child = std::process::Command::new(BIN)
         .args(["run", "--config", cfg.to_str().unwrap()])
         .stderr(std::process::Stdio::piped())
         .spawn()
