@@ -398,7 +398,7 @@ fn a_crash_mid_run_resumes_without_losing_or_repeating_work() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
-        err.contains("was in flight and is redone") && err.contains("torn"),
+        err.contains("in flight and redone: evaluation 2") && err.contains("torn"),
         "{err}"
     );
     assert_clean(&dir, 5);

@@ -255,7 +255,8 @@ impl Prepared {
         evaluator: Box<dyn Evaluator + 'a>,
         progress: Box<dyn Progress + 'a>,
     ) -> Result<Outcome> {
-        self.run_on(Box::new(Inline::new(evaluator)), progress)
+        let epochs = evaluator.epochs();
+        self.run_inner(Box::new(Inline::new(evaluator)), progress, Some(epochs))
     }
 
     /// Runs the loop with any executor.
@@ -263,6 +264,16 @@ impl Prepared {
         self,
         executor: Box<dyn Executor + 'a>,
         progress: Box<dyn Progress + 'a>,
+    ) -> Result<Outcome> {
+        self.run_inner(executor, progress, None)
+    }
+
+    /// `epochs`: what a full evaluation trains, when the evaluator (not the recipe) says.
+    fn run_inner<'a>(
+        self,
+        executor: Box<dyn Executor + 'a>,
+        progress: Box<dyn Progress + 'a>,
+        epochs: Option<usize>,
     ) -> Result<Outcome> {
         let Prepared {
             exp,
@@ -280,6 +291,9 @@ impl Prepared {
         let mut runner = Runner::new(&exp, dir, run_id, journal, strategy, executor, llm, state)?;
         runner.usage_before = usage_before;
         runner.progress = progress;
+        if let Some(e) = epochs {
+            runner.epochs = e;
+        }
         Ok(runner.run(mode, &message)?)
     }
 }
