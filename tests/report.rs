@@ -120,6 +120,7 @@ fn write_run(dir: &Path, strategy: &str, seed: u64, cands: &[Cand], calls: u64) 
             epochs: c.curve.len(),
             stopped_early: false,
             wall_seconds: 3.0,
+            overhead_seconds: None,
             elapsed_seconds: elapsed,
         }))
         .unwrap();

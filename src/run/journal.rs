@@ -168,6 +168,10 @@ pub struct TrainFinished {
     /// Stopped by successive halving.
     pub stopped_early: bool,
     pub wall_seconds: f64,
+    /// Time from submission to result beyond the training itself: queueing, starting a
+    /// worker or a Ray job, loading data, fetching the result (absent in older journals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overhead_seconds: Option<f64>,
     /// Run time so far, over all sessions.
     pub elapsed_seconds: f64,
 }

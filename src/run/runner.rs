@@ -411,6 +411,7 @@ pub const CRASH_ENV: &str = "ARCHSMITH_TEST_CRASH_AFTER_STARTS";
 /// An evaluation in flight.
 struct Running {
     q: Queued,
+    since: Instant,
 }
 
 /// A finished evaluation not yet shown to the strategy (results are shown in evaluation order,
@@ -1014,7 +1015,13 @@ impl<'a> Runner<'a> {
             }
         }
         tracing::info!(eval, hash = %q.hash, candidate = %q.node, worker, "training");
-        self.running.insert(eval, Running { q });
+        self.running.insert(
+            eval,
+            Running {
+                q,
+                since: Instant::now(),
+            },
+        );
         Ok(())
     }
 
@@ -1077,7 +1084,7 @@ impl<'a> Runner<'a> {
 
     /// Records a finished evaluation and keeps the best.
     fn finish(&mut self, eval: u64, r: Evaluation) -> Result<(), RunError> {
-        let Some(Running { q }) = self.running.remove(&eval) else {
+        let Some(Running { q, since }) = self.running.remove(&eval) else {
             tracing::warn!(eval, "a result for an evaluation not in flight is ignored");
             return Ok(());
         };
@@ -1107,6 +1114,7 @@ impl<'a> Runner<'a> {
             epochs: r.curve.len(),
             stopped_early: r.stopped_early,
             wall_seconds: r.wall_seconds,
+            overhead_seconds: Some((since.elapsed().as_secs_f64() - r.wall_seconds).max(0.0)),
             elapsed_seconds: elapsed,
         }))?;
         self.state.evaluations += 1;
