@@ -77,7 +77,7 @@ for line in open(log):
         sub.append(int(m.group(1))); res.append(int(m.group(2)))
 if sub:
     extra = f" | {statistics.median(sub)} ms | {statistics.median(res)} ms"
-print(f"| {label} | {len(fin)} | {rate:.1f} | {over:.2f} s | {train:.2f} s{extra} |")
+print(f"| {label} | {len(fin)} | {rate:.1f} | {over*1000:.0f} ms | {train:.2f} s{extra} |")
 PY
 }
 

@@ -7,6 +7,10 @@
 # Debian's chromium with apt-get when it is missing and apt is available, so that the report
 # test renders the HTML report headless and keeps a screenshot under target/report-artifacts/.
 # Without Chromium that check is skipped with a message; CI images that want it run this.
+#
+# Optional: `scripts/setup.sh --ray` (or ARCHSMITH_RAY_INSTALL=1) also installs Ray from PyPI
+# into its own virtual environment (scripts/setup-ray.sh), for the `ray` executor's cluster test;
+# scripts/test then starts a local head for that test and stops it after.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,9 +31,15 @@ if [ -x scripts/setup-torch.sh ]; then
 fi
 
 want_chromium=${ARCHSMITH_CHROMIUM_INSTALL:-0}
+want_ray=${ARCHSMITH_RAY_INSTALL:-0}
 for arg in "$@"; do
     [ "$arg" = "--chromium" ] && want_chromium=1
+    [ "$arg" = "--ray" ] && want_ray=1
 done
+if [ "$want_ray" = 1 ]; then
+    log "installing Ray (for the ray executor's cluster test)"
+    scripts/setup-ray.sh >/dev/null
+fi
 if [ "$want_chromium" = 1 ]; then
     if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then
         log "chromium already installed"
