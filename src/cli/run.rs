@@ -378,8 +378,13 @@ impl Progress for Bar {
         } else {
             100.0
         };
+        let running = if s.running > 1 {
+            format!("{} training  ", s.running)
+        } else {
+            String::new()
+        };
         self.0.set_message(format!(
-            "best {}  valid {valid:.0}%  {} tok  ${:.4}",
+            "{running}best {}  valid {valid:.0}%  {} tok  ${:.4}",
             fmt_score(s.best),
             s.tokens,
             s.usd
