@@ -194,8 +194,7 @@ impl Local {
     fn kill(&mut self, i: usize) -> Option<String> {
         let mut p = self.slots[i].proc.take()?;
         let _ = p.child.kill();
-        let status = p.child.wait().ok().map(|s| s.to_string());
-        status
+        p.child.wait().ok().map(|s| s.to_string())
     }
 
     /// Sends slot `i`'s job to its worker, starting one when needed.
@@ -349,7 +348,9 @@ impl Executor for Local {
                     if self.slots[slot].proc.as_ref().map(|p| p.gen) != Some(gen) {
                         continue;
                     }
-                    let status = self.kill(slot).unwrap_or_else(|| "an unknown status".into());
+                    let status = self
+                        .kill(slot)
+                        .unwrap_or_else(|| "an unknown status".into());
                     if self.slots[slot].job.is_some() && !interrupted() {
                         let reason = format!(
                             "worker {slot} exited ({status}) during training; its log is {}",
@@ -360,9 +361,10 @@ impl Executor for Local {
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let Some(t) = self.timeout else { continue };
-                    let late = self.slots.iter().position(|s| {
-                        s.job.as_ref().is_some_and(|a| a.started.elapsed() > t)
-                    });
+                    let late = self
+                        .slots
+                        .iter()
+                        .position(|s| s.job.as_ref().is_some_and(|a| a.started.elapsed() > t));
                     if let Some(i) = late {
                         self.kill(i);
                         let reason = format!("timed out after {:.0} s", t.as_secs_f64());
@@ -370,7 +372,9 @@ impl Executor for Local {
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Err(ExecError::Other("the workers' output channel closed".into()))
+                    return Err(ExecError::Other(
+                        "the workers' output channel closed".into(),
+                    ))
                 }
             }
         }

@@ -84,7 +84,12 @@ pub struct Rung {
 impl JobSpec {
     /// Whether training goes on after `epoch` scored `score`.
     pub fn promoted(&self, epoch: usize, score: f64) -> bool {
-        match self.rungs.iter().find(|r| r.epoch == epoch).and_then(|r| r.threshold) {
+        match self
+            .rungs
+            .iter()
+            .find(|r| r.epoch == epoch)
+            .and_then(|r| r.threshold)
+        {
             Some(t) => score >= t,
             None => true,
         }
@@ -282,7 +287,11 @@ impl std::str::FromStr for ExecutorKind {
             "inline" => ExecutorKind::Inline,
             "local" => ExecutorKind::Local,
             "ray" => ExecutorKind::Ray,
-            _ => return Err(format!("unknown executor `{s}`; known: auto, inline, local, ray")),
+            _ => {
+                return Err(format!(
+                    "unknown executor `{s}`; known: auto, inline, local, ray"
+                ))
+            }
         })
     }
 }
@@ -400,7 +409,7 @@ impl ExecutorSettings {
             }
         }
         let r = &self.ray;
-        if !(r.cpus.is_finite() && r.cpus >= 0.0) || !(r.gpus.is_finite() && r.gpus >= 0.0) {
+        if !(r.cpus.is_finite() && r.cpus >= 0.0 && r.gpus.is_finite() && r.gpus >= 0.0) {
             return bad("ray.cpus", "CPUs and GPUs per job must be >= 0".into());
         }
         if r.poll_ms == 0 {
@@ -460,7 +469,10 @@ mod tests {
             lr: 0.1,
             seconds: 1.5,
         };
-        assert_eq!(parse_line(&epoch_line(3, &e)), WorkerLine::Epoch(3, e.clone()));
+        assert_eq!(
+            parse_line(&epoch_line(3, &e)),
+            WorkerLine::Epoch(3, e.clone())
+        );
         let r = Evaluation {
             score: Some(0.7),
             failure: None,
@@ -472,7 +484,10 @@ mod tests {
             weights: None,
         };
         let line = result_line(3, &r);
-        assert_eq!(parse_line(&line), WorkerLine::Result(3, Box::new(r.clone())));
+        assert_eq!(
+            parse_line(&line),
+            WorkerLine::Result(3, Box::new(r.clone()))
+        );
         let log = format!("hello\n{}\nnoise\n{line}\n", epoch_line(3, &e));
         assert_eq!(scan_log(&log, 3), (vec![e], Some(r)));
         assert_eq!(scan_log(&log, 4).1, None);
