@@ -7,6 +7,7 @@
 //! a temporary folder), since fsync costs what the disk makes it cost: `/dev/shm` measures the
 //! loop alone, a disk folder adds its fsync latency.
 
+use archsmith::exec::inline::Inline;
 use archsmith::run::runner::Recovered;
 use archsmith::run::{build_strategy, Experiment, FakeEvaluator, Journal, Runner, Settings};
 use archsmith::search::History;
@@ -68,7 +69,7 @@ fn bench(c: &mut Criterion) {
             strategy.into(),
             journal,
             build_strategy(&exp, None).unwrap(),
-            Box::new(FakeEvaluator { epochs: 1 }),
+            Box::new(Inline::new(Box::new(FakeEvaluator { epochs: 1 }))),
             None,
             state,
         )
