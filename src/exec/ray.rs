@@ -273,7 +273,7 @@ fn head_address(
         "not an http(s) URL"
     };
     Err(ExecError::Other(format!(
-        "{from} is `{addr}`, {what}; archsmith submits jobs through the Jobs REST API, which needs the dashboard's http address, e.g. http://127.0.0.1:8265"
+        "{from} is `{addr}`, {what}; archsmith submits jobs through the Jobs REST API, which needs the dashboard's http address, e.g. http://127.0.0.1:8265 (set it in [executor.ray] address, --ray-address or RAY_ADDRESS)"
     )))
 }
 
@@ -388,11 +388,35 @@ impl Ray {
         retries: u32,
         f: &mut Flight,
     ) -> Result<Option<String>, ExecError> {
+        // Out of attempts: only an attempt an earlier session submitted is followed still.
+        let mut gave_up: Option<String> = None;
         loop {
             if interrupted() {
                 return Err(ExecError::Interrupted);
             }
             let id = submission_id(run_id, &f.job.spec.hash, f.attempt);
+            if let Some(why) = &gave_up {
+                match head.job(&id) {
+                    Err(e) => {
+                        let wait = head.trouble(e)?;
+                        pause(wait)?;
+                        continue;
+                    }
+                    Ok(None) => {
+                        head.fine();
+                        return Ok(Some(why.clone()));
+                    }
+                    Ok(Some(info)) => {
+                        head.fine();
+                        match Ray::existing(head, retries, f, id, info) {
+                            Found::Followed => return Ok(None),
+                            Found::Next => {}
+                            Found::GaveUp(why) => gave_up = Some(why),
+                        }
+                        continue;
+                    }
+                }
+            }
             let mut body = f.body.clone();
             body["submission_id"] = json!(id);
             body["metadata"]["attempt"] = json!(f.attempt.to_string());
@@ -442,38 +466,52 @@ impl Ray {
                 }
             };
             head.fine();
-            match info.status.as_str() {
-                "FAILED" => {
-                    let reason = failure_reason(head, &id, &info);
-                    tracing::warn!(eval = f.job.spec.eval, "{reason}");
-                    f.failures += 1;
-                    if f.failures > retries {
-                        return Ok(Some(format!(
-                            "{reason}; gave up after {} attempts",
-                            f.failures
-                        )));
-                    }
-                    f.attempt += 1;
+            match Ray::existing(head, retries, f, id, info) {
+                Found::Followed => return Ok(None),
+                Found::Next => {}
+                Found::GaveUp(why) => gave_up = Some(why),
+            }
+        }
+    }
+
+    /// Submission `id` of flight `f` exists on the head with `info`: follows it when it is
+    /// pending, running or succeeded; else moves `f` on to the next attempt, returning the
+    /// failure to report when a failed attempt was the last one allowed.
+    fn existing(head: &Head, retries: u32, f: &mut Flight, id: String, info: JobInfo) -> Found {
+        let eval = f.job.spec.eval;
+        match info.status.as_str() {
+            "FAILED" => {
+                let reason = failure_reason(head, &id, &info);
+                tracing::warn!(eval, "{reason}");
+                f.failures += 1;
+                f.attempt += 1;
+                // The last submission seen, should it be the last (the journal names it).
+                f.id = id;
+                if f.failures > retries {
+                    Found::GaveUp(format!("{reason}; gave up after {} attempts", f.failures))
+                } else {
+                    Found::Next
                 }
-                "STOPPED" => {
-                    tracing::info!(
-                        eval = f.job.spec.eval,
-                        "Ray job {id} was stopped earlier; submitting the next attempt"
-                    );
-                    f.attempt += 1;
-                }
-                _ => {
-                    tracing::info!(eval = f.job.spec.eval, status = %info.status, "Ray job {id} exists already; following it");
-                    let log_eval = info
-                        .metadata
-                        .as_ref()
-                        .and_then(|m| m.get("eval"))
-                        .and_then(|e| e.as_str())
-                        .and_then(|e| e.parse().ok())
-                        .unwrap_or(f.job.spec.eval);
-                    f.follow(id, log_eval);
-                    return Ok(None);
-                }
+            }
+            "STOPPED" => {
+                tracing::info!(
+                    eval,
+                    "Ray job {id} was stopped earlier; trying the next attempt"
+                );
+                f.attempt += 1;
+                Found::Next
+            }
+            status => {
+                tracing::info!(eval, status, "Ray job {id} exists already; following it");
+                let log_eval = info
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.get("eval"))
+                    .and_then(|e| e.as_str())
+                    .and_then(|e| e.parse().ok())
+                    .unwrap_or(eval);
+                f.follow(id, log_eval);
+                Found::Followed
             }
         }
     }
@@ -608,6 +646,16 @@ impl Ray {
             }
         }
     }
+}
+
+/// What an existing submission means for its flight.
+enum Found {
+    /// It is followed.
+    Followed,
+    /// The next attempt is to be submitted.
+    Next,
+    /// Every attempt allowed failed: the failure to report.
+    GaveUp(String),
 }
 
 impl Flight {
@@ -780,14 +828,10 @@ fn count(n: f64, what: &str) -> String {
 
 impl Executor for Ray {
     fn describe(&self) -> String {
-        let mut each = format!(
-            "{} and {}",
-            count(self.cpus, "CPU"),
-            count(self.gpus, "GPU")
-        );
-        for (k, v) in &self.resources {
-            each += &format!(", {v} {k}");
-        }
+        let mut asks = vec![count(self.cpus, "CPU"), count(self.gpus, "GPU")];
+        asks.extend(self.resources.iter().map(|(k, v)| format!("{v} {k}")));
+        let last = asks.pop().unwrap_or_default();
+        let each = format!("{} and {last}", asks.join(", "));
         format!(
             "ray at {} (Ray {}): up to {} jobs at once, {each} each",
             self.head.addr, self.ray_version, self.parallel
@@ -926,7 +970,9 @@ mod tests {
             let env = |k: &str| (k == "RAY_ADDRESS").then(|| bad.to_string());
             let e = head_address(&settings(None), &env).unwrap_err().to_string();
             assert!(
-                e.contains(bad) && e.contains("http://127.0.0.1:8265") && e.contains("Jobs API"),
+                e.contains(bad)
+                    && e.contains("http://127.0.0.1:8265")
+                    && e.contains("Jobs REST API"),
                 "{e}"
             );
         }
