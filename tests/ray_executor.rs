@@ -185,8 +185,9 @@ fn wrapper(dir: &Path, name: &str, body: &str) -> String {
 /// The job JSON in a submission's entrypoint.
 fn entrypoint_spec(body: &Value) -> JobSpec {
     let words = shlex::split(body["entrypoint"].as_str().unwrap()).unwrap();
-    assert_eq!(words[1..3], ["worker", "--job"]);
-    serde_json::from_str(&words[3]).unwrap()
+    assert_eq!(words[0], "exec");
+    assert_eq!(words[2..4], ["worker", "--job"]);
+    serde_json::from_str(&words[4]).unwrap()
 }
 
 #[test]
@@ -563,6 +564,34 @@ fn a_job_past_its_timeout_is_stopped_and_retried() {
         let j = fake.wait_for(&id, "STOPPED", LONG);
         assert!(j.pids.iter().all(|&p| !alive(p)), "{id} still runs");
     }
+    // Time spent waiting for resources (PENDING) does not count.
+    fake.pending_for(Duration::from_millis(800));
+    let canned = archsmith::exec::result_line(
+        0,
+        &Evaluation {
+            score: Some(0.5),
+            failure: None,
+            curve: Vec::new(),
+            params: 1,
+            flops: 2,
+            stopped_early: false,
+            wall_seconds: 0.1,
+            weights: None,
+        },
+    );
+    std::fs::write(tmp.path().join("result"), format!("{canned}\n")).unwrap();
+    let quick = wrapper(
+        tmp.path(),
+        "quick.sh",
+        &format!("cat '{}'", tmp.path().join("result").display()),
+    );
+    let mut s = settings(&fake.addr, &quick, 0);
+    s.timeout_secs = Some(0.3);
+    let mut ex = ray(&s, 1, "pending");
+    ex.submit(job(0, C1)).unwrap();
+    let (updates, _) = drain(ex.as_mut(), 1);
+    assert!(retries(&updates).is_empty(), "{updates:?}");
+    assert_eq!(done(&updates, 0).score, Some(0.5), "{updates:?}");
 }
 
 #[test]

@@ -68,13 +68,14 @@ impl Executor for Fake {
                 Flow::Stop
             }
         };
-        let result = self
-            .evaluator
-            .evaluate(&job.node, &job.analysis, &mut hook);
+        let result = self.evaluator.evaluate(&job.node, &job.analysis, &mut hook);
         Ok(Update::Done { eval, result })
     }
 
     fn stop_all(&mut self) -> Vec<String> {
-        self.jobs.drain(..).map(|j| format!("fake eval {}", j.spec.eval)).collect()
+        self.jobs
+            .drain(..)
+            .map(|j| format!("fake eval {}", j.spec.eval))
+            .collect()
     }
 }

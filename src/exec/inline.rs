@@ -62,6 +62,9 @@ impl Executor for Inline<'_> {
 
     fn stop_all(&mut self) -> Vec<String> {
         // Training happens inside `next`; nothing runs between calls.
-        self.job.take().map(|_| vec!["inline".into()]).unwrap_or_default()
+        self.job
+            .take()
+            .map(|_| vec!["inline".into()])
+            .unwrap_or_default()
     }
 }

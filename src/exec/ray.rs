@@ -218,7 +218,7 @@ struct Flight {
     failures: u32,
     /// The current submission's id.
     id: String,
-    submitted: Instant,
+    /// When the current submission was first seen running.
     running_since: Option<Instant>,
     /// The evaluation number the job's log speaks of (a job of an earlier session may have
     /// been given another number).
@@ -358,8 +358,13 @@ impl Ray {
             .map_err(|e| ExecError::Other(format!("cannot encode the job: {e}")))?;
         let quoted = shlex::try_quote(&spec)
             .map_err(|e| ExecError::Other(format!("cannot quote the job for the shell: {e}")))?;
+        let command = shlex::try_quote(&self.command).map_err(|e| {
+            ExecError::Other(format!("cannot quote the command for the shell: {e}"))
+        })?;
         let mut body = json!({
-            "entrypoint": format!("{} worker --job {quoted}", self.command),
+            // `exec`: the shell Ray runs the entrypoint with does not exec a lone command, and
+            // a worker under a killed shell would go on, orphaned.
+            "entrypoint": format!("exec {command} worker --job {quoted}"),
             "entrypoint_num_cpus": self.cpus,
             "entrypoint_num_gpus": self.gpus,
             "metadata": {
@@ -611,24 +616,20 @@ impl Ray {
                 self.failed_attempt(i, reason).map(|u| Ok(Some(u)))
             }
             status => {
-                // PENDING, RUNNING, or a status of a later Ray: still going.
-                if status == "RUNNING" && f.running_since.is_none() {
+                // PENDING, RUNNING, or a status of a later Ray: still going. The timeout counts
+                // from the start of the job's process: a job waiting for resources is not timed
+                // (Ray fails a job that waits longer than its RAY_JOB_START_TIMEOUT_SECONDS,
+                // 900 s by default), and stopping a pending job does nothing until it starts.
+                if status != "PENDING" && f.running_since.is_none() {
                     f.running_since = Some(Instant::now());
                 }
-                if let Some(t) = self.timeout {
-                    let since = f.running_since.unwrap_or(f.submitted);
+                if let (Some(t), Some(since)) = (self.timeout, f.running_since) {
                     if since.elapsed() > t {
                         if let Err(e) = self.head.stop(&id, STOP_TIMEOUT) {
                             tracing::warn!("cannot stop Ray job {id} after its timeout: {e}");
                         }
-                        let mut reason =
+                        let reason =
                             format!("Ray job {id} timed out after {} s", secs(self.timeout_secs));
-                        if status != "RUNNING" {
-                            reason += &format!(
-                                " (still {status}: {})",
-                                first_line(info.message.as_deref().unwrap_or(""))
-                            );
-                        }
                         return self.failed_attempt(i, reason).map(|u| Ok(Some(u)));
                     }
                 }
@@ -662,7 +663,6 @@ impl Flight {
     /// Follows submission `id` from now on.
     fn follow(&mut self, id: String, log_eval: u64) {
         self.id = id;
-        self.submitted = Instant::now();
         self.running_since = None;
         self.log_eval = log_eval;
         self.epochs_sent = 0;
@@ -861,7 +861,6 @@ impl Executor for Ray {
             body,
             failures: 0,
             id: String::new(),
-            submitted: Instant::now(),
             running_since: None,
             log_eval: eval,
             epochs_sent: 0,

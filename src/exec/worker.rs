@@ -51,8 +51,8 @@ impl Worker {
                     test: false,
                 };
                 let mut on_epoch = |e: &Epoch| {
-                    if let Err(err) = writeln!(out, "{}", epoch_line(spec.eval, e))
-                        .and_then(|_| out.flush())
+                    if let Err(err) =
+                        writeln!(out, "{}", epoch_line(spec.eval, e)).and_then(|_| out.flush())
                     {
                         io_err = Some(err);
                         return Flow::Stop;

@@ -602,7 +602,11 @@ pub fn task_from(name: &str, sizes: Option<(usize, usize, usize)>) -> Result<Tas
     Ok(match sizes {
         Some((a, b, c)) => match &task.source {
             crate::train::task::Source::Synthetic { .. } => task.with_sizes(a, b, c),
-            _ => return Err(format!("split sizes apply to synthetic tasks only, not {name}")),
+            _ => {
+                return Err(format!(
+                    "split sizes apply to synthetic tasks only, not {name}"
+                ))
+            }
         },
         None => task,
     })

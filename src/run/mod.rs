@@ -18,8 +18,8 @@ pub mod runner;
 pub use config::{ConfigError, Experiment, Overrides, Settings, StrategyKind};
 pub use journal::{read_journal, Event, Journal, JournalError, JournalRead};
 pub use runner::{
-    evaluate_with, Evaluation, Evaluator, FakeEvaluator, NoProgress, Outcome, Progress, Recovered, RunError,
-    Runner, Status, TchEvaluator,
+    evaluate_with, Evaluation, Evaluator, FakeEvaluator, NoProgress, Outcome, Progress, Recovered,
+    RunError, Runner, Status, TchEvaluator,
 };
 
 use crate::exec::inline::Inline;

@@ -321,7 +321,10 @@ impl Recovered {
             };
             let Some(h) = &p.hash else { continue };
             if finished.contains_key(h)
-                || r.queue.iter().chain(&redo).any(|(q, _)| q.hash.as_ref() == Some(h))
+                || r.queue
+                    .iter()
+                    .chain(&redo)
+                    .any(|(q, _)| q.hash.as_ref() == Some(h))
             {
                 continue;
             }
