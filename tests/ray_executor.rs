@@ -798,3 +798,82 @@ fn a_run_on_ray_matches_the_same_run_on_local_workers() {
     // Epochs came back from the jobs' logs.
     assert_eq!(ev_ray.iter().filter(|e| e["type"] == "epoch").count(), 4);
 }
+
+#[test]
+fn epochs_are_passed_on_while_the_job_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The job stays RUNNING a while after its worker printed everything.
+    let lingering = wrapper(tmp.path(), "linger.sh", "\"$BIN\" \"$@\"\nsleep 1");
+    let fake = FakeRay::start();
+    let mut ex = ray(&settings(&fake.addr, &lingering, 0), 1, "live");
+    let id = ex.submit(job(0, C1)).unwrap();
+    let mut seen = Vec::new();
+    let result = loop {
+        let u = ex
+            .next(&mut |e, ep| {
+                let status = fake.job(&id).unwrap().status;
+                seen.push((e, ep.clone(), status));
+            })
+            .unwrap();
+        if let Update::Done { result, .. } = u {
+            break result;
+        }
+    };
+    assert_eq!(result.curve.len(), 2);
+    let epochs: Vec<Epoch> = seen.iter().map(|s| s.1.clone()).collect();
+    assert_eq!(epochs, result.curve, "each epoch once, in order");
+    assert!(
+        seen.iter().all(|s| s.0 == 0 && s.2 == "RUNNING"),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn a_driver_that_crashes_and_resumes_follows_its_jobs_instead_of_training_them_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = FakeRay::start();
+    let out = tmp.path().join("runs");
+    std::fs::create_dir_all(&out).unwrap();
+    let cfg = out.join("x.toml");
+    std::fs::write(
+        &cfg,
+        run_toml(
+            &out,
+            &format!(
+                "kind = \"ray\"\ncommand = \"{BIN}\"\n[executor.ray]\naddress = \"{}\"\npoll_ms = 20",
+                fake.addr
+            ),
+        ),
+    )
+    .unwrap();
+    // The driver dies right after submitting (and journaling) its second job.
+    let o = Command::new(BIN)
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .env("ARCHSMITH_TEST_CRASH_AFTER_STARTS", "2")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let dir = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("journal.jsonl").is_file())
+        .unwrap();
+    assert_eq!(fake.jobs().len(), 2);
+    let o = Command::new(BIN)
+        .args(["resume", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap();
+    let ev: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let f = finished(&ev);
+    assert_eq!(f.iter().map(|x| x.0).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    assert!(f.iter().all(|x| x.3.is_some()), "{f:?}");
+    // The two jobs of the first session were followed, not submitted again.
+    assert_eq!(fake.spawned(), 4);
+    assert!(fake.jobs().iter().all(|j| j.status == "SUCCEEDED"));
+    assert!(ev.iter().all(|e| e["type"] != "retry"));
+}
