@@ -226,6 +226,8 @@ struct Flight {
     /// Epochs passed on so far for the current submission.
     epochs_sent: usize,
     polls: u32,
+    /// The log of the succeeded submission had no result line once already.
+    reread: bool,
     /// Settled before the job ran (every attempt failed already): the failure to report.
     gave_up: Option<String>,
 }
@@ -425,12 +427,17 @@ impl Ray {
             let mut body = f.body.clone();
             body["submission_id"] = json!(id);
             body["metadata"]["attempt"] = json!(f.attempt.to_string());
-            let posted = head.request(Method::POST, "/api/jobs/", Some(&body), REQUEST_TIMEOUT);
-            if let Ok(Answer::Ok(_)) = posted {
-                head.fine();
-                f.follow(id, f.job.spec.eval);
-                return Ok(None);
-            }
+            let refused =
+                match head.request(Method::POST, "/api/jobs/", Some(&body), REQUEST_TIMEOUT) {
+                    Ok(Answer::Ok(_)) => {
+                        head.fine();
+                        f.follow(id, f.job.spec.eval);
+                        return Ok(None);
+                    }
+                    Ok(Answer::NotFound) => Refused::NotFound,
+                    Ok(Answer::Status(s, b)) => Refused::Status(s, b),
+                    Err(e) => Refused::NoAnswer(e),
+                };
             // Refused, or no answer: the id may exist already (Ray refuses a duplicate id, with
             // a 400 or a 500 depending on its version). Its details say.
             let existing = match head.job(&id) {
@@ -442,32 +449,31 @@ impl Ray {
                 }
             };
             let Some(info) = existing else {
-                match posted {
-                    Err(e) => {
+                match refused {
+                    Refused::NoAnswer(e) => {
                         let wait = head.trouble(format!("POST /api/jobs/: {e}"))?;
                         pause(wait)?;
                         continue;
                     }
-                    Ok(Answer::Status(s, b)) if transient(s) => {
+                    Refused::Status(s, b) if transient(s) => {
                         let wait =
                             head.trouble(format!("POST /api/jobs/: HTTP {s}: {}", excerpt(&b)))?;
                         pause(wait)?;
                         continue;
                     }
-                    Ok(Answer::Status(s, b)) => {
+                    Refused::Status(s, b) => {
                         return Err(ExecError::Other(format!(
                             "the Ray head at {} refused job {id} (HTTP {s}): {}",
                             head.addr,
                             tail(&b, 3)
                         )))
                     }
-                    Ok(Answer::NotFound) => {
+                    Refused::NotFound => {
                         return Err(ExecError::Other(format!(
                             "the Ray head at {} has no Jobs API (POST /api/jobs/ gave 404)",
                             head.addr
                         )))
                     }
-                    Ok(Answer::Ok(_)) => unreachable!("handled above"),
                 }
             };
             head.fine();
@@ -602,6 +608,11 @@ impl Ray {
                         self.flights.remove(i);
                         Ok(Ok(Some(Update::Done { eval, result })))
                     }
+                    None if !f.reread => {
+                        // The log may lag the status by a moment: read it once more.
+                        f.reread = true;
+                        Ok(Ok(None))
+                    }
                     None => {
                         let reason = format!(
                             "Ray job {id} succeeded, but the job's log has no result line; last lines: {}",
@@ -649,6 +660,13 @@ impl Ray {
     }
 }
 
+/// Why a submission did not go through.
+enum Refused {
+    NoAnswer(String),
+    NotFound,
+    Status(StatusCode, String),
+}
+
 /// What an existing submission means for its flight.
 enum Found {
     /// It is followed.
@@ -667,6 +685,7 @@ impl Flight {
         self.log_eval = log_eval;
         self.epochs_sent = 0;
         self.polls = 0;
+        self.reread = false;
     }
 }
 
@@ -865,6 +884,7 @@ impl Executor for Ray {
             log_eval: eval,
             epochs_sent: 0,
             polls: 0,
+            reread: false,
             gave_up: None,
         };
         f.gave_up = Ray::place(&mut self.head, &self.run_id, self.retries, &mut f)?;
