@@ -521,6 +521,21 @@ fn a_head_that_goes_away_pauses_the_run() {
     );
     assert!(!alive(pid));
 
+    // A head that takes requests but answers none pauses the run as soon.
+    let fake = FakeRay::start();
+    let mut ex = ray(&settings(&fake.addr, &slow, 1), 1, "run");
+    ex.submit(job(0, C1)).unwrap();
+    fake.hang(true);
+    let t0 = Instant::now();
+    let e = ex.next(&mut |_, _| {}).unwrap_err();
+    let took = t0.elapsed();
+    fake.hang(false);
+    let ExecError::Unavailable(m) = e else {
+        panic!("{e:?}")
+    };
+    assert!(m.contains("no answer (timed out)"), "{m}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+
     // A head that answers with something that is not a job's details pauses the run too.
     let fake = FakeRay::start();
     let mut ex = ray(&settings(&fake.addr, &slow, 1), 1, "run");

@@ -24,12 +24,15 @@ use reqwest::blocking::Client;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 /// Timeouts of requests to the head: connecting, reading a job's status or log, stopping a job
 /// when the run ends.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Shortest timeout of a request, however soon the head is due to count as gone.
+const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait between attempts to reach a head that does not answer.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -77,6 +80,8 @@ struct Head {
     unreachable: Duration,
     unreachable_secs: f64,
     down: Option<Down>,
+    /// When the last request was sent: a head that does not answer has been silent since.
+    asked: Cell<Instant>,
 }
 
 impl Head {
@@ -88,6 +93,7 @@ impl Head {
         timeout: Duration,
     ) -> Result<Answer, String> {
         let url = format!("{}{path}", self.addr);
+        self.asked.set(Instant::now());
         let mut rq = self.client.request(method, &url).timeout(timeout);
         if let Some(t) = &self.token {
             rq = rq.bearer_auth(t);
@@ -95,12 +101,12 @@ impl Head {
         if let Some(b) = body {
             rq = rq.json(b);
         }
-        let resp = rq.send().map_err(|e| error_chain(&e))?;
+        let resp = rq.send().map_err(|e| http_error(&e))?;
         let status = resp.status();
         let text = resp.text().map_err(|e| {
             format!(
                 "HTTP {status}, and its body could not be read: {}",
-                error_chain(&e)
+                http_error(&e)
             )
         })?;
         Ok(if status.is_success() {
@@ -120,7 +126,7 @@ impl Head {
             Method::GET,
             &format!("/api/jobs/{id}"),
             None,
-            REQUEST_TIMEOUT,
+            self.timeout(),
         ) {
             Err(e) => Err(format!("{what}: {e}")),
             Ok(Answer::NotFound) => Ok(None),
@@ -146,7 +152,7 @@ impl Head {
             Method::GET,
             &format!("/api/jobs/{id}/logs"),
             None,
-            REQUEST_TIMEOUT,
+            self.timeout(),
         ) {
             Err(e) => Err(format!("{what}: {e}")),
             Ok(Answer::NotFound) => Ok(None),
@@ -170,6 +176,16 @@ impl Head {
         }
     }
 
+    /// The timeout of a request: short enough that a head that hangs counts as gone after
+    /// `unreachable_secs`.
+    fn timeout(&self) -> Duration {
+        let left = match &self.down {
+            Some(d) => self.unreachable.saturating_sub(d.since.elapsed()),
+            None => self.unreachable,
+        };
+        REQUEST_TIMEOUT.min(left.max(MIN_REQUEST_TIMEOUT))
+    }
+
     /// The head answered.
     fn fine(&mut self) {
         self.down = None;
@@ -178,8 +194,9 @@ impl Head {
     /// The head did not answer (or not sensibly): how long to wait before trying again, or
     /// `Unavailable` once it has not answered for `unreachable_secs`.
     fn trouble(&mut self, error: String) -> Result<Duration, ExecError> {
+        let asked = self.asked.get();
         let d = self.down.get_or_insert_with(|| Down {
-            since: Instant::now(),
+            since: asked,
             failures: 0,
             last: String::new(),
         });
@@ -325,6 +342,7 @@ impl Ray {
             unreachable: Duration::from_secs_f64(s.ray.unreachable_secs.max(0.0)),
             unreachable_secs: s.ray.unreachable_secs,
             down: None,
+            asked: Cell::new(Instant::now()),
         };
         let ray_version = version(&head)?;
         Ok(Ray {
@@ -428,7 +446,7 @@ impl Ray {
             body["submission_id"] = json!(id);
             body["metadata"]["attempt"] = json!(f.attempt.to_string());
             let refused =
-                match head.request(Method::POST, "/api/jobs/", Some(&body), REQUEST_TIMEOUT) {
+                match head.request(Method::POST, "/api/jobs/", Some(&body), head.timeout()) {
                     Ok(Answer::Ok(_)) => {
                         head.fine();
                         f.follow(id, f.job.spec.eval);
@@ -614,9 +632,10 @@ impl Ray {
                         Ok(Ok(None))
                     }
                     None => {
+                        let t = log_tail(&logs);
+                        let t = if t.is_empty() { "(none)".into() } else { t };
                         let reason = format!(
-                            "Ray job {id} succeeded, but the job's log has no result line; last lines: {}",
-                            tail(&logs, TAIL_LINES)
+                            "Ray job {id} succeeded, but the job's log has no result line; last lines: {t}"
                         );
                         self.failed_attempt(i, reason).map(|u| Ok(Some(u)))
                     }
@@ -760,7 +779,7 @@ fn failure_reason(head: &Head, id: &str, info: &JobInfo) -> String {
         r += &format!(": {message}");
     }
     if let Ok(Some(logs)) = head.logs(id) {
-        let t = tail(&logs, TAIL_LINES);
+        let t = log_tail(&logs);
         if !t.is_empty() {
             r += &format!("; last lines: {t}");
         }
@@ -785,6 +804,22 @@ fn pause(d: Duration) -> Result<(), ExecError> {
             return Ok(());
         }
         std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}
+
+/// What went wrong with a request, in short: `timed out`, `cannot connect (Connection
+/// refused ...)`, or the chain of causes.
+fn http_error(e: &reqwest::Error) -> String {
+    let mut root: &dyn std::error::Error = e;
+    while let Some(s) = root.source() {
+        root = s;
+    }
+    if e.is_timeout() {
+        "no answer (timed out)".into()
+    } else if e.is_connect() {
+        format!("cannot connect ({root})")
+    } else {
+        error_chain(e)
     }
 }
 
@@ -820,6 +855,19 @@ fn cut(s: &str, n: usize) -> String {
     } else {
         format!("{}...", s.chars().take(n).collect::<String>())
     }
+}
+
+/// The last lines of a job's log that the job printed: Ray's own lines (`Runtime env is setting
+/// up.`, `Running entrypoint for job ID: ENTRYPOINT`, which holds the whole job) left out.
+fn log_tail(log: &str) -> String {
+    let own: String = log
+        .lines()
+        .filter(|l| {
+            !(l.starts_with("Running entrypoint for job ") || l.contains("INFO job_manager.py:"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    tail(&own, TAIL_LINES)
 }
 
 /// The last `n` non-empty lines of a log, each cut to 200 characters, joined by ` | `.
@@ -1001,6 +1049,8 @@ mod tests {
     fn reasons_quote_the_end_of_a_log_and_the_first_line_of_a_message() {
         assert_eq!(tail("a\n\nb\nc\n", 2), "b | c");
         assert_eq!(tail("", 2), "");
+        let log = "2026-11-26 20:38:40,125\tINFO job_manager.py:581 -- Runtime env is setting up.\nstart\nRunning entrypoint for job x: exec archsmith worker --job '{}'\nboom\n";
+        assert_eq!(log_tail(log), "start | boom");
         assert_eq!(excerpt("  x \n y "), "x y");
         assert_eq!(excerpt(""), "(an empty body)");
         assert_eq!(secs(30.0), "30");

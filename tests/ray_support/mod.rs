@@ -93,6 +93,8 @@ struct State {
     pending: Duration,
     /// Answer every GET of a job with this instead of its details.
     garbage: Option<String>,
+    /// Take requests but answer none, as a head that hangs.
+    hang: bool,
 }
 
 pub struct FakeRay {
@@ -156,6 +158,11 @@ impl FakeRay {
     /// Answer GETs of jobs with a body that is not a job's details (or stop doing so).
     pub fn garbage(&self, body: Option<&str>) {
         self.state.lock().unwrap().garbage = body.map(String::from);
+    }
+
+    /// Take requests but answer none (or answer again).
+    pub fn hang(&self, on: bool) {
+        self.state.lock().unwrap().hang = on;
     }
 
     /// Processes started so far.
@@ -322,6 +329,9 @@ fn handle(mut conn: TcpStream, state: &Arc<Mutex<State>>) {
         authorization,
         body: body_json.clone(),
     });
+    while state.lock().unwrap().hang {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let segs: Vec<&str> = path
         .trim_start_matches('/')
         .trim_end_matches('/')
