@@ -686,7 +686,8 @@ fn bad_addresses_give_clear_errors() {
     assert!(e.contains("NO_SUCH_TOKEN") && e.contains("not set"), "{e}");
 }
 
-/// A tiny run with two evaluations at once: einspace on textures, one epoch.
+/// A small run with two evaluations at once: einspace on textures, one epoch (enough examples
+/// that candidates score differently).
 fn run_toml(out: &Path, executor: &str) -> String {
     format!(
         r#"
@@ -708,8 +709,8 @@ max_activation_bytes = 1048576
 
 [task]
 name = "textures"
-train_size = 64
-valid_size = 32
+train_size = 512
+valid_size = 128
 test_size = 16
 [task.recipe]
 epochs = 1
@@ -787,6 +788,10 @@ fn a_run_on_ray_matches_the_same_run_on_local_workers() {
     let (fr, fl) = (finished(&ev_ray), finished(&ev_local));
     assert_eq!(fr.len(), 4);
     assert!(fr.iter().all(|f| f.3.is_some()), "{fr:?}");
+    assert!(
+        fr.iter().any(|f| f.3 != fr[0].3),
+        "scores that tell runs apart: {fr:?}"
+    );
     assert_eq!(fr, fl);
     let started = &ev_ray.iter().find(|e| e["type"] == "run_started").unwrap()["data"];
     assert!(
