@@ -1,8 +1,8 @@
 //! The Ray executor: one Ray job per evaluation, through the head's Jobs REST API (the
 //! dashboard's http address, `http://HEAD:8265`).
 //!
-//! Each job's entrypoint is `archsmith worker --job '<job JSON>'` (the `archsmith` on the
-//! cluster's PATH, or `[executor] command`); it asks for `[executor.ray] cpus`, `gpus` and
+//! Each job's entrypoint is `exec archsmith worker --job '<job JSON>'` (the `archsmith` on the
+//! cluster's PATH, or `[executor] command`, a program); it asks for `[executor.ray] cpus`, `gpus` and
 //! `resources`, and trains on `cuda` when it asks for a GPU, else on the CPU with as many torch
 //! threads as CPUs. The driver polls each job's status; when a job succeeds its log gives the
 //! epochs and the result. Trained weights are not brought back from the cluster: a Ray run
