@@ -29,6 +29,9 @@ seed = 0
 device = "cpu"
 [executor]
 command = "$BIN"
+[executor.ray]
+cpus = 1.0
+poll_ms = 50
 [space]
 name = "einspace"
 [space.limits]

@@ -53,6 +53,9 @@ struct JobInfo {
     driver_exit_code: Option<i64>,
     #[serde(default)]
     metadata: Option<Value>,
+    /// When the job ended, in milliseconds since the Unix epoch.
+    #[serde(default)]
+    end_time: Option<u64>,
 }
 
 /// What a request to the head answered, when it answered.
@@ -237,6 +240,8 @@ struct Flight {
     id: String,
     /// When the current submission was first seen running.
     running_since: Option<Instant>,
+    /// When the current submission was submitted or found.
+    placed: Instant,
     /// The evaluation number the job's log speaks of (a job of an earlier session may have
     /// been given another number).
     log_eval: u64,
@@ -623,6 +628,20 @@ impl Ray {
                 f.epochs_sent = f.epochs_sent.max(epochs.len());
                 match result {
                     Some(result) => {
+                        // The overhead Ray adds, for the benchmark: submission to first seen
+                        // running, and the job's end (the head's clock) to its result here.
+                        let started = f.running_since.map(|r| (r - f.placed).as_millis());
+                        let now_ms = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_millis() as u64)
+                            .unwrap_or(0);
+                        let result_ms = info.end_time.map(|e| now_ms.saturating_sub(e));
+                        tracing::info!(
+                            eval,
+                            submitted_to_running_ms = started.unwrap_or(0) as u64,
+                            finished_to_result_ms = result_ms.unwrap_or(0),
+                            "ray job timing {id}"
+                        );
                         self.flights.remove(i);
                         Ok(Ok(Some(Update::Done { eval, result })))
                     }
@@ -701,6 +720,7 @@ impl Flight {
     fn follow(&mut self, id: String, log_eval: u64) {
         self.id = id;
         self.running_since = None;
+        self.placed = Instant::now();
         self.log_eval = log_eval;
         self.epochs_sent = 0;
         self.polls = 0;
@@ -929,6 +949,7 @@ impl Executor for Ray {
             failures: 0,
             id: String::new(),
             running_since: None,
+            placed: Instant::now(),
             log_eval: eval,
             epochs_sent: 0,
             polls: 0,

@@ -616,7 +616,10 @@ impl<'a> Runner<'a> {
                 .unwrap_or(0),
         }))?;
         let mut result = self.run_loop();
-        if result.is_err() && !self.running.is_empty() {
+        // A paused run leaves its jobs alone: they may finish while the head is away, and a
+        // resume finds them (Ray, by submission id).
+        let paused = matches!(result, Err(RunError::Paused { .. }));
+        if result.is_err() && !paused && !self.running.is_empty() {
             let stopped = self.executor.stop_all();
             if let Err(RunError::Interrupted { stopped: s, .. }) = &mut result {
                 *s = format!(
