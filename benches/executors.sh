@@ -9,12 +9,12 @@
 #   benches/executors.sh --ray      # also Ray: uses RAY_ADDRESS, or starts a head with
 #                                   # scripts/ray-head.sh (and stops it after)
 #
-# Knobs: EVALS (default 16), TRAIN (training examples, default 512), EPOCHS (default 2).
+# Knobs: EVALS (default 16), TRAIN (training examples, default 4096), EPOCHS (default 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 EVALS="${EVALS:-16}"
-TRAIN="${TRAIN:-512}"
+TRAIN="${TRAIN:-4096}"
 EPOCHS="${EPOCHS:-2}"
 WITH_RAY=0
 [ "${1:-}" = "--ray" ] && WITH_RAY=1
@@ -96,7 +96,7 @@ bench local-4 --executor local --parallel 4
 if [ "$WITH_RAY" = 1 ]; then
     started=0
     if [ -z "${RAY_ADDRESS:-}" ]; then
-        RAY_ADDRESS="$(scripts/ray-head.sh start | tail -1)"
+        RAY_ADDRESS="$(scripts/ray-head.sh start 2>/dev/null | tail -1)"
         started=1
     fi
     export RAY_ADDRESS

@@ -318,10 +318,15 @@ pub struct ExecutorSettings {
     /// cluster's PATH).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
-    /// Proposals see results in evaluation order, lagging by `parallel`, so that a run is the
-    /// same whatever order results arrive in. `false`: every result is used as soon as it
-    /// arrives (busier workers, runs that depend on timing).
+    /// Proposals see results in evaluation order, lagging by `lag`, so that a run is the same
+    /// whatever order results arrive in. `false`: every result is used as soon as it arrives
+    /// (runs that depend on timing).
     pub deterministic: bool,
+    /// In a deterministic run, evaluation k is proposed (and judged by successive halving)
+    /// with the results of evaluations up to k - lag, and starts once those have finished.
+    /// 0: 1 with one slot (the sequential loop), else twice `parallel`, so that a worker
+    /// waits only for a job that is far behind the others.
+    pub lag: usize,
     pub ray: RaySettings,
 }
 
@@ -335,6 +340,7 @@ impl Default for ExecutorSettings {
             devices: Vec::new(),
             command: None,
             deterministic: true,
+            lag: 0,
             ray: RaySettings::default(),
         }
     }
@@ -390,8 +396,23 @@ impl ExecutorSettings {
         }
     }
 
+    /// The lag of a deterministic run with `slots` jobs in flight (see `lag`).
+    pub fn lag(&self, slots: usize) -> usize {
+        match (self.lag, slots) {
+            (0, 0 | 1) => 1,
+            (0, n) => 2 * n,
+            (l, _) => l,
+        }
+    }
+
     pub fn validate(&self, parallel: usize) -> Result<(), (String, String)> {
         let bad = |f: &str, m: String| Err((format!("executor.{f}"), m));
+        if self.lag != 0 && self.lag < parallel {
+            return bad(
+                "lag",
+                format!("{} is below parallel = {parallel}: the workers could never all be busy; use 0 (auto) or at least {parallel}", self.lag),
+            );
+        }
         if let Some(t) = self.timeout_secs {
             if !(t.is_finite() && t > 0.0) {
                 return bad("timeout_secs", format!("{t} must be positive"));

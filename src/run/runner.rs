@@ -667,10 +667,10 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// How many evaluations a proposal may be behind: with `parallel` workers, the
-    /// proposal for evaluation `k` sees the results of evaluations up to `k - parallel`.
+    /// How many evaluations a proposal is behind: the proposal for evaluation `k` sees the
+    /// results of evaluations up to `k - lag` (1 for the sequential loop).
     fn lag(&self) -> u64 {
-        self.executor.slots().max(1) as u64
+        self.exp.settings.executor.lag(self.executor.slots()) as u64
     }
 
     /// Whether evaluation `k` may start: in a deterministic run, every evaluation it is meant
