@@ -406,3 +406,35 @@ impl Drop for Local {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_are_pinned_round_robin_and_share_the_cores() {
+        let mut s = ExecutorSettings {
+            devices: vec!["cuda:0".into(), "cuda:1".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            worker_devices(&s, "cuda", 3),
+            vec!["cuda:0", "cuda:1", "cuda:0"]
+        );
+        s.devices.clear();
+        assert_eq!(worker_devices(&s, "cpu", 2), vec!["cpu", "cpu"]);
+        let gpus = tch::Cuda::device_count() as usize;
+        let auto = worker_devices(&s, "auto", 4);
+        if gpus == 0 {
+            assert_eq!(auto, vec!["cpu"; 4]);
+        } else {
+            // GPU machines: every GPU in turn.
+            assert_eq!(auto[0], "cuda:0");
+            assert_eq!(auto[1], format!("cuda:{}", 1 % gpus));
+        }
+        assert_eq!(worker_threads(3, 8), 3);
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(worker_threads(0, 1), cores);
+        assert_eq!(worker_threads(0, cores * 4), 1);
+    }
+}

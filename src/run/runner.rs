@@ -972,7 +972,7 @@ impl<'a> Runner<'a> {
             grammar: exp.space.grammar.source.clone(),
             limits: exp.check.limits,
             task: TaskSpec {
-                name: exp.task.name.clone(),
+                name: absolute_task(&exp.task.name, sizes.is_some()),
                 sizes,
             },
             recipe: exp.recipe.clone(),
@@ -1156,6 +1156,21 @@ impl<'a> Runner<'a> {
             let _ = std::fs::remove_file(w);
         }
         Ok(())
+    }
+}
+
+/// A file-backed task's folder made absolute (`npy:data/x` -> `npy:/here/data/x`), so that a
+/// worker started elsewhere (a Ray job's working directory is the head's) reads the same one.
+fn absolute_task(name: &str, synthetic: bool) -> String {
+    if synthetic {
+        return name.to_string();
+    }
+    match name.split_once(':') {
+        Some((format, dir)) if Path::new(dir).is_relative() => match std::env::current_dir() {
+            Ok(cwd) => format!("{format}:{}", cwd.join(dir).display()),
+            Err(_) => name.to_string(),
+        },
+        _ => name.to_string(),
     }
 }
 
@@ -1473,6 +1488,17 @@ mod tests {
         }
         assert_eq!(most, 3);
         assert_eq!(finished(c.path()).len(), 7);
+    }
+
+    #[test]
+    fn file_backed_tasks_reach_workers_as_absolute_paths() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            absolute_task("npy:data/x", false),
+            format!("npy:{}", cwd.join("data/x").display())
+        );
+        assert_eq!(absolute_task("npy:/srv/x", false), "npy:/srv/x");
+        assert_eq!(absolute_task("textures", true), "textures");
     }
 
     #[test]
