@@ -4,80 +4,23 @@
 //! workers and records the session's end, and `resume` finishes the run; `archsmith worker`
 //! answers bad jobs with a clear failure.
 
+mod common;
+
 use assert_cmd::Command;
-use serde_json::Value;
-use std::path::{Path, PathBuf};
+use common::{journal as events, of_type, run_dir, BIN};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_archsmith");
-
-/// A tiny experiment: textures with 64 training examples, one epoch, small candidates.
+/// A tiny search of `evals` evaluations, two at a time in local workers, two epochs.
 fn toml(out: &Path, evals: u64, executor: &str) -> String {
-    format!(
-        r#"
-seed = 11
-out = "{out}"
-device = "cpu"
-parallel = 2
-
-[executor]
-kind = "local"
-threads = 1
-{executor}
-
-[space]
-name = "einspace"
-[space.limits]
-max_params = 30000
-max_flops = 3000000
-max_activation_bytes = 1048576
-
-[task]
-name = "textures"
-train_size = 64
-valid_size = 32
-test_size = 16
-[task.recipe]
-epochs = 2
-batch_size = 32
-
-[strategy]
-kind = "evolution"
-[strategy.evolution]
-population = 3
-tournament = 2
-
-[budget]
-evaluations = {evals}
-stall_rounds = 5
-"#,
-        out = out.display()
+    common::tiny_search(
+        out,
+        11,
+        evals,
+        2,
+        64,
+        &format!("kind = \"local\"\n{executor}"),
     )
-}
-
-fn run_dir(out: &Path) -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("journal.jsonl").is_file())
-        .collect();
-    dirs.sort();
-    dirs.pop().expect("a run folder")
-}
-
-fn events(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("journal.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn of_type<'a>(ev: &'a [Value], t: &str) -> Vec<&'a Value> {
-    ev.iter()
-        .filter(|e| e["type"] == t)
-        .map(|e| &e["data"])
-        .collect()
 }
 
 /// A worker wrapper script: runs `body`, a shell snippet, with `$BIN` set to archsmith.

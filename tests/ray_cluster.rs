@@ -7,14 +7,14 @@
 //! and the run completes. Its journal then equals, candidate for candidate, the journal of the
 //! same search with the `local` executor: same candidates, same scores.
 
-use assert_cmd::Command;
+mod common;
+
+use common::{finished, journal, BIN};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_archsmith");
 
 fn address() -> Option<String> {
     match std::env::var("ARCHSMITH_RAY_ADDRESS") {
@@ -32,91 +32,9 @@ fn address() -> Option<String> {
     }
 }
 
-fn toml(out: &Path, executor: &str) -> String {
-    format!(
-        r#"
-seed = 5
-out = "{out}"
-device = "cpu"
-parallel = 2
-
-[executor]
-threads = 1
-retries = 2
-command = "{BIN}"
-{executor}
-
-[space]
-name = "einspace"
-[space.limits]
-max_params = 30000
-max_flops = 3000000
-max_activation_bytes = 1048576
-
-[task]
-name = "textures"
-train_size = 512
-valid_size = 64
-test_size = 16
-[task.recipe]
-epochs = 2
-batch_size = 32
-
-[strategy]
-kind = "evolution"
-[strategy.evolution]
-population = 3
-tournament = 2
-
-[budget]
-evaluations = 5
-stall_rounds = 5
-"#,
-        out = out.display()
-    )
-}
-
 fn run(out: &Path, executor: &str) -> PathBuf {
-    std::fs::create_dir_all(out).unwrap();
-    let cfg = out.join("x.toml");
-    std::fs::write(&cfg, toml(out, executor)).unwrap();
-    let o = Command::new(BIN)
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    std::fs::read_dir(out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.join("journal.jsonl").is_file())
-        .unwrap()
-}
-
-fn events(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("journal.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn finished(ev: &[Value]) -> Vec<(u64, String, String, Option<f64>, u64)> {
-    let mut v: Vec<_> = ev
-        .iter()
-        .filter(|e| e["type"] == "train_finished")
-        .map(|e| {
-            let d = &e["data"];
-            (
-                d["eval"].as_u64().unwrap(),
-                d["hash"].as_str().unwrap().to_string(),
-                d["candidate"].as_str().unwrap().to_string(),
-                d["score"].as_f64(),
-                d["epochs"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    v.sort_by_key(|x| x.0);
-    v
+    let extra = format!("retries = 2\ncommand = \"{BIN}\"\n{executor}");
+    common::run_config(out, &common::tiny_search(out, 5, 5, 2, 512, &extra))
 }
 
 /// Pids of `archsmith worker --job` processes (what Ray jobs run).
@@ -178,7 +96,7 @@ fn a_ray_run_survives_a_killed_job_and_equals_the_local_run() {
     killer.join().unwrap();
     assert!(killed.load(Ordering::SeqCst), "no job was caught running");
 
-    let ev = events(&ray_dir);
+    let ev = journal(&ray_dir);
     let retries: Vec<&Value> = ev.iter().filter(|e| e["type"] == "retry").collect();
     assert_eq!(retries.len(), 1, "{retries:?}");
     let started: Vec<&str> = ev
@@ -200,6 +118,6 @@ fn a_ray_run_survives_a_killed_job_and_equals_the_local_run() {
     );
 
     let local_dir = run(&tmp.path().join("local"), "kind = \"local\"");
-    let local = finished(&events(&local_dir));
+    let local = finished(&journal(&local_dir));
     assert_eq!(ray, local, "the ray run and the local run part ways");
 }

@@ -5,6 +5,7 @@
 //! head that goes away pauses the run; stop_all stops jobs; bad addresses give clear errors;
 //! and a whole run on Ray matches the same run on local workers.
 
+mod common;
 mod ray_support;
 
 use archsmith::exec::ray::{submission_id, Ray};
@@ -16,12 +17,12 @@ use archsmith::run::Evaluation;
 use archsmith::space::{parse_one, CheckOptions, Limits, Space};
 use archsmith::train::Epoch;
 use assert_cmd::Command;
+use common::{finished, journal, BIN};
 use ray_support::{alive, FakeRay};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_archsmith");
 const C1: &str = "seq(seq(linear(32), relu), seq(linear(32), relu))";
 const C2: &str = "seq(seq(linear(64), tanh), seq(linear(32), relu))";
 const LONG: Duration = Duration::from_secs(60);
@@ -686,90 +687,14 @@ fn bad_addresses_give_clear_errors() {
     assert!(e.contains("NO_SUCH_TOKEN") && e.contains("not set"), "{e}");
 }
 
-/// A small run with two evaluations at once: einspace on textures, one epoch (enough examples
-/// that candidates score differently).
+/// A small run with two evaluations at once, one epoch (enough examples that candidates
+/// score differently).
 fn run_toml(out: &Path, executor: &str) -> String {
-    format!(
-        r#"
-seed = 11
-out = "{out}"
-device = "cpu"
-parallel = 2
-
-[executor]
-threads = 1
-{executor}
-
-[space]
-name = "einspace"
-[space.limits]
-max_params = 30000
-max_flops = 3000000
-max_activation_bytes = 1048576
-
-[task]
-name = "textures"
-train_size = 512
-valid_size = 128
-test_size = 16
-[task.recipe]
-epochs = 1
-batch_size = 32
-
-[strategy]
-kind = "evolution"
-[strategy.evolution]
-population = 3
-tournament = 2
-
-[budget]
-evaluations = 4
-stall_rounds = 5
-"#,
-        out = out.display()
-    )
+    common::tiny_search(out, 11, 4, 1, 512, executor)
 }
 
 fn run(out: &Path, executor: &str) -> PathBuf {
-    std::fs::create_dir_all(out).unwrap();
-    let cfg = out.join("x.toml");
-    std::fs::write(&cfg, run_toml(out, executor)).unwrap();
-    Command::new(BIN)
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .assert()
-        .success();
-    std::fs::read_dir(out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.join("journal.jsonl").is_file())
-        .expect("a run folder")
-}
-
-fn journal(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("journal.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// `(eval, hash, candidate, score)` of every finished evaluation, by evaluation.
-fn finished(ev: &[Value]) -> Vec<(u64, String, String, Option<f64>)> {
-    let mut f: Vec<_> = ev
-        .iter()
-        .filter(|e| e["type"] == "train_finished")
-        .map(|e| {
-            let d = &e["data"];
-            (
-                d["eval"].as_u64().unwrap(),
-                d["hash"].as_str().unwrap().to_string(),
-                d["candidate"].as_str().unwrap().to_string(),
-                d["score"].as_f64(),
-            )
-        })
-        .collect();
-    f.sort_by_key(|x| x.0);
-    f
+    common::run_config(out, &run_toml(out, executor))
 }
 
 #[test]
@@ -873,22 +798,14 @@ fn a_driver_that_crashes_and_resumes_follows_its_jobs_instead_of_training_them_a
         .output()
         .unwrap();
     assert!(!o.status.success());
-    let dir = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.join("journal.jsonl").is_file())
-        .unwrap();
+    let dir = common::run_dir(&out);
     assert_eq!(fake.jobs().len(), 2);
     let o = Command::new(BIN)
         .args(["resume", dir.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let text = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap();
-    let ev: Vec<Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let ev = journal(&dir);
     let f = finished(&ev);
     assert_eq!(f.iter().map(|x| x.0).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
     assert!(f.iter().all(|x| x.3.is_some()), "{f:?}");

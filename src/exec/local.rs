@@ -10,10 +10,10 @@
 //! stops them; each worker's stderr goes to `workers/local-N.log` in the run folder.
 
 use super::{
-    interrupted, parse_line, ExecError, Executor, ExecutorSettings, Job, Update, WorkerLine,
+    interrupted, job_failed, parse_line, ExecError, Executor, ExecutorSettings, Job, Update,
+    WorkerLine,
 };
-use crate::run::Evaluation;
-use crate::train::{Epoch, Failure, FailureReason};
+use crate::train::Epoch;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -254,23 +254,6 @@ impl Local {
             eval,
             result: job_failed(format!("{reason}; gave up after {attempts} attempts")),
         }
-    }
-}
-
-/// A job that failed outside training, as a result.
-pub fn job_failed(message: String) -> Evaluation {
-    Evaluation {
-        score: None,
-        failure: Some(Failure {
-            reason: FailureReason::Worker,
-            message,
-        }),
-        curve: Vec::new(),
-        params: 0,
-        flops: 0,
-        stopped_early: false,
-        wall_seconds: 0.0,
-        weights: None,
     }
 }
 

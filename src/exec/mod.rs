@@ -21,7 +21,7 @@ pub mod worker;
 use crate::run::Evaluation;
 use crate::space::{Analysis, Limits, Node};
 use crate::train::program::ProgramEval;
-use crate::train::{Epoch, Recipe};
+use crate::train::{Epoch, Failure, FailureReason, Recipe};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -163,6 +163,24 @@ pub trait Executor {
     fn next(&mut self, on_epoch: &mut dyn FnMut(u64, &Epoch)) -> Result<Update, ExecError>;
     /// Stops every job in flight (Ctrl-C, a failed run); returns what was stopped, in words.
     fn stop_all(&mut self) -> Vec<String>;
+}
+
+/// A job that failed outside training (its worker could not load what it needed, its
+/// process died, it was lost or it timed out), as a result.
+pub fn job_failed(message: String) -> Evaluation {
+    Evaluation {
+        score: None,
+        failure: Some(Failure {
+            reason: FailureReason::Worker,
+            message,
+        }),
+        curve: Vec::new(),
+        params: 0,
+        flops: 0,
+        stopped_early: false,
+        wall_seconds: 0.0,
+        weights: None,
+    }
 }
 
 /// Set by the first Ctrl-C; executors check it while they wait.

@@ -17,8 +17,9 @@
 //! `unreachable_secs` pauses the run (`archsmith resume` continues it, following the jobs that
 //! kept running meanwhile).
 
-use super::local::job_failed;
-use super::{interrupted, scan_log, ExecError, Executor, ExecutorSettings, Job, Update};
+use super::{
+    interrupted, job_failed, scan_log, ExecError, Executor, ExecutorSettings, Job, Update,
+};
 use crate::train::Epoch;
 use reqwest::blocking::Client;
 use reqwest::{Method, StatusCode};

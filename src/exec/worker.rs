@@ -7,11 +7,11 @@
 //! cannot run (a grammar or task the worker cannot load, a candidate that does not validate)
 //! gives a result with a `worker` failure saying why; retrying it would not help.
 
-use super::{epoch_line, result_line, JobSpec, TaskSpec, PROTOCOL};
+use super::{epoch_line, job_failed, result_line, JobSpec, TaskSpec, PROTOCOL};
 use crate::run::{evaluate_with, Evaluation};
 use crate::space::{parse_one, CheckOptions, Space};
 use crate::train::program::ProgramEval;
-use crate::train::{Data, Epoch, Failure, FailureReason, Flow, TrainOptions};
+use crate::train::{Data, Epoch, Flow, TrainOptions};
 use std::io::{BufRead, Write};
 
 /// Runs jobs, keeping the last task's data loaded for the next job.
@@ -29,7 +29,7 @@ impl Worker {
     pub fn run(&mut self, spec: &JobSpec, out: &mut dyn Write) -> std::io::Result<Evaluation> {
         let mut io_err = None;
         let r = match self.prepare(spec) {
-            Err(message) => failed(message),
+            Err(message) => job_failed(message),
             Ok((space, node, analysis)) => {
                 let Some((_, data)) = &self.data else {
                     return Err(std::io::Error::other("the job's data went missing"));
@@ -37,7 +37,7 @@ impl Worker {
                 let device = match crate::train::parse_device(&spec.device) {
                     Ok(d) => d,
                     Err(e) => {
-                        let r = failed(format!("device {}: {e}", spec.device));
+                        let r = job_failed(format!("device {}: {e}", spec.device));
                         writeln!(out, "{}", result_line(spec.eval, &r))?;
                         out.flush()?;
                         return Ok(r);
@@ -142,22 +142,6 @@ impl Worker {
     }
 }
 
-fn failed(message: String) -> Evaluation {
-    Evaluation {
-        score: None,
-        failure: Some(Failure {
-            reason: FailureReason::Worker,
-            message,
-        }),
-        curve: Vec::new(),
-        params: 0,
-        flops: 0,
-        stopped_early: false,
-        wall_seconds: 0.0,
-        weights: None,
-    }
-}
-
 /// `archsmith worker --serve`: one job a line on `input`, epochs and results on `out`, until
 /// `input` ends. A line that is not a job gets a result line with a `worker` failure.
 pub fn serve(input: &mut dyn BufRead, out: &mut dyn Write) -> std::io::Result<()> {
@@ -180,7 +164,7 @@ pub fn serve(input: &mut dyn BufRead, out: &mut dyn Write) -> std::io::Result<()
                     .ok()
                     .and_then(|v| v.get("eval").and_then(|e| e.as_u64()))
                     .unwrap_or(u64::MAX);
-                let r = failed(format!("the job line is not a job: {e}"));
+                let r = job_failed(format!("the job line is not a job: {e}"));
                 writeln!(out, "{}", result_line(eval, &r))?;
                 out.flush()?;
             }
