@@ -7,7 +7,7 @@
 mod common;
 
 use assert_cmd::Command;
-use common::{journal as events, of_type, run_dir, BIN};
+use common::{journal as events, of_type, run_dir, wrapper, BIN};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -21,17 +21,6 @@ fn toml(out: &Path, evals: u64, executor: &str) -> String {
         64,
         &format!("kind = \"local\"\n{executor}"),
     )
-}
-
-/// A worker wrapper script: runs `body`, a shell snippet, with `$BIN` set to archsmith.
-fn wrapper(dir: &Path, name: &str, body: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, format!("#!/bin/sh\nBIN='{BIN}'\n{body}\n")).unwrap();
-    std::process::Command::new("chmod")
-        .args(["+x", p.to_str().unwrap()])
-        .status()
-        .unwrap();
-    p.display().to_string()
 }
 
 #[test]

@@ -17,7 +17,7 @@ use archsmith::run::Evaluation;
 use archsmith::space::{parse_one, CheckOptions, Limits, Space};
 use archsmith::train::Epoch;
 use assert_cmd::Command;
-use common::{finished, journal, BIN};
+use common::{finished, journal, wrapper, BIN};
 use ray_support::{alive, FakeRay};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -170,17 +170,6 @@ fn assert_same(a: &Evaluation, b: &Evaluation) {
             .collect()
     };
     assert_eq!(strip(&a.curve), strip(&b.curve));
-}
-
-/// A wrapper for `archsmith`: runs `body`, a shell snippet, with `$BIN` set to archsmith.
-fn wrapper(dir: &Path, name: &str, body: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, format!("#!/bin/sh\nBIN='{BIN}'\n{body}\n")).unwrap();
-    std::process::Command::new("chmod")
-        .args(["+x", p.to_str().unwrap()])
-        .status()
-        .unwrap();
-    p.display().to_string()
 }
 
 /// The job JSON in a submission's entrypoint.

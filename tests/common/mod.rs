@@ -118,3 +118,15 @@ pub fn finished(ev: &[Value]) -> Vec<(u64, String, String, Option<f64>, u64)> {
     v.sort_by_key(|x| x.0);
     v
 }
+
+/// A wrapper script for `archsmith` in `dir`: runs `body`, a shell snippet, with `$BIN` set to
+/// archsmith; returns its path.
+pub fn wrapper(dir: &Path, name: &str, body: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\nBIN='{BIN}'\n{body}\n")).unwrap();
+    std::process::Command::new("chmod")
+        .args(["+x", p.to_str().unwrap()])
+        .status()
+        .unwrap();
+    p.display().to_string()
+}
