@@ -803,3 +803,63 @@ fn a_driver_that_crashes_and_resumes_follows_its_jobs_instead_of_training_them_a
     assert!(fake.jobs().iter().all(|j| j.status == "SUCCEEDED"));
     assert!(ev.iter().all(|e| e["type"] != "retry"));
 }
+
+#[test]
+fn a_run_whose_head_goes_away_pauses_and_resume_finishes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Jobs that take a while, so that the head goes while they run.
+    let slow = wrapper(tmp.path(), "slow.sh", "sleep 1\nexec \"$BIN\" \"$@\"");
+    let mut fake = FakeRay::start();
+    let out = tmp.path().join("runs");
+    std::fs::create_dir_all(&out).unwrap();
+    let cfg = out.join("x.toml");
+    // The address comes from RAY_ADDRESS, so that the resume can name another head.
+    std::fs::write(
+        &cfg,
+        run_toml(
+            &out,
+            &format!(
+                "kind = \"ray\"\ncommand = \"{slow}\"\n[executor.ray]\npoll_ms = 20\nunreachable_secs = 1.0"
+            ),
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new(BIN)
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .env("RAY_ADDRESS", &fake.addr)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !fake.jobs().iter().any(|j| j.status == "RUNNING") {
+        assert!(t0.elapsed() < LONG, "no job started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fake.shutdown();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("the run is paused") && err.contains("archsmith resume"),
+        "{err}"
+    );
+    let dir = common::run_dir(&out);
+    let ev = journal(&dir);
+    let last = ev.last().unwrap();
+    assert_eq!(last["type"], "run_finished");
+    assert_eq!(last["data"]["status"], "paused");
+
+    // The head is back (here: another one); resume redoes what was in flight and finishes.
+    let fake = FakeRay::start();
+    let o = Command::new(BIN)
+        .args(["resume", dir.to_str().unwrap()])
+        .env("RAY_ADDRESS", &fake.addr)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ev = journal(&dir);
+    let f = finished(&ev);
+    assert_eq!(f.iter().map(|x| x.0).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    assert!(f.iter().all(|x| x.3.is_some()), "{f:?}");
+    assert_eq!(ev.last().unwrap()["data"]["status"], "completed");
+}
