@@ -863,3 +863,54 @@ fn a_run_whose_head_goes_away_pauses_and_resume_finishes_it() {
     assert!(f.iter().all(|x| x.3.is_some()), "{f:?}");
     assert_eq!(ev.last().unwrap()["data"]["status"], "completed");
 }
+
+#[test]
+fn ctrl_c_stops_the_runs_ray_jobs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let slow = wrapper(tmp.path(), "slow.sh", "sleep 30\nexec \"$BIN\" \"$@\"");
+    let fake = FakeRay::start();
+    let out = tmp.path().join("runs");
+    std::fs::create_dir_all(&out).unwrap();
+    let cfg = out.join("x.toml");
+    std::fs::write(
+        &cfg,
+        run_toml(
+            &out,
+            &format!(
+                "kind = \"ray\"\ncommand = \"{slow}\"\n[executor.ray]\naddress = \"{}\"\npoll_ms = 20",
+                fake.addr
+            ),
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new(BIN)
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while fake.jobs().iter().filter(|j| j.status == "RUNNING").count() < 2 {
+        assert!(t0.elapsed() < LONG, "the jobs did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    let jobs = fake.jobs();
+    assert_eq!(jobs.len(), 2);
+    assert!(jobs.iter().all(|j| j.status == "STOPPED"), "{jobs:?}");
+    let ev = journal(&common::run_dir(&out));
+    let last = &ev.last().unwrap()["data"];
+    assert_eq!(last["status"], "interrupted");
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap()
+            .contains("stopped 2 evaluation(s) in flight"),
+        "{last}"
+    );
+}
