@@ -33,6 +33,8 @@ population = 2
 tournament = 2
 [budget]
 evaluations = 3
+[executor]
+threads = 1
 "#,
             out = dir.join("results").display()
         ),
@@ -92,6 +94,57 @@ fn every_classical_strategy_searches_both_program_spaces() {
             );
             let _ = std::fs::remove_dir_all(&dir);
         }
+    }
+}
+
+/// `(eval, candidate, score)` of a run's finished evaluations, by evaluation.
+fn scores(run_root: &Path) -> Vec<(u64, String, Option<f64>)> {
+    let mut v: Vec<_> = journal_events(run_root)
+        .iter()
+        .filter(|e| e["type"] == "train_finished")
+        .map(|e| {
+            let d = &e["data"];
+            (
+                d["eval"].as_u64().unwrap(),
+                d["candidate"].as_str().unwrap().to_string(),
+                d["score"].as_f64(),
+            )
+        })
+        .collect();
+    v.sort_by_key(|x| x.0);
+    v
+}
+
+#[test]
+fn programs_score_the_same_in_local_workers_as_in_the_driver() {
+    // Random proposals do not depend on the history, so both runs try the same programs.
+    for space in ["activation", "optimizer"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = config(tmp.path(), space, "random");
+        let mut runs = Vec::new();
+        for (name, extra) in [("inline", vec![]), ("local", vec!["--parallel", "2"])] {
+            let out_dir = tmp.path().join(name);
+            let out = Command::cargo_bin("archsmith")
+                .unwrap()
+                .args(["run", "--config", cfg.to_str().unwrap(), "--out"])
+                .arg(&out_dir)
+                .args(extra)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{space}/{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            runs.push(scores(&out_dir));
+        }
+        assert_eq!(runs[0].len(), 3);
+        assert!(
+            runs[0].iter().any(|r| r.2.is_some()),
+            "{space}: {:?}",
+            runs[0]
+        );
+        assert_eq!(runs[0], runs[1], "{space}");
     }
 }
 
