@@ -30,20 +30,8 @@ MARKER="$VENV/.archsmith-ray-$RAY_VERSION-ok"
 log() { echo "[archsmith-setup-ray] $*" >&2; }
 
 # 1. The venv, outside the source tree.
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
-    log "using existing venv $VENV"
-else
-    command -v "$PY" >/dev/null || { log "ERROR: '$PY' not found (set ARCHSMITH_PYTHON)"; exit 1; }
-    if [ -e "$VENV" ] && [ ! -f "$VENV/pyvenv.cfg" ] && [ -n "$(ls -A "$VENV" 2>/dev/null)" ]; then
-        log "ERROR: $VENV exists, is not empty, and is not a venv; refusing to touch it"; exit 1
-    fi
-    log "creating venv $VENV with $("$PY" -c 'import sys; print(sys.executable, sys.version.split()[0])')"
-    mkdir -p "$(dirname "$VENV")"
-    # --clear recreates a broken venv, e.g. one whose base interpreter was removed.
-    if ! "$PY" -m venv --clear "$VENV"; then
-        log "ERROR: '$PY -m venv' failed (on Debian/Ubuntu: apt-get install python3-venv)"; exit 1
-    fi
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/venv.sh"
+ensure_venv "$VENV" "$PY"
 VPY="$VENV/bin/python"
 
 # 2. Is ray[default] there? Reads package metadata only; it does not import ray. The [default]

@@ -22,20 +22,8 @@ MARKER="$VENV/.archsmith-torch-$TORCH_VERSION-ok"
 log() { echo "[archsmith-setup] $*" >&2; }
 
 # 1. The venv. It must live outside the source tree: about 4.7 GB, mostly CUDA libraries.
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
-    log "using existing venv $VENV"
-else
-    command -v "$PY" >/dev/null || { log "ERROR: '$PY' not found (set ARCHSMITH_PYTHON)"; exit 1; }
-    if [ -e "$VENV" ] && [ ! -f "$VENV/pyvenv.cfg" ] && [ -n "$(ls -A "$VENV" 2>/dev/null)" ]; then
-        log "ERROR: $VENV exists, is not empty, and is not a venv; refusing to touch it"; exit 1
-    fi
-    log "creating venv $VENV with $("$PY" -c 'import sys; print(sys.executable, sys.version.split()[0])')"
-    mkdir -p "$(dirname "$VENV")"
-    # --clear recreates a broken venv, e.g. one whose base interpreter was removed.
-    if ! "$PY" -m venv --clear "$VENV"; then
-        log "ERROR: '$PY -m venv' failed (on Debian/Ubuntu: apt-get install python3-venv)"; exit 1
-    fi
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/venv.sh"
+ensure_venv "$VENV" "$PY"
 VPY="$VENV/bin/python"
 
 # 2. What is missing? This reads package metadata only; it does not import torch.
