@@ -17,6 +17,8 @@ use std::io::{BufRead, Write};
 /// Runs jobs, keeping the last task's data loaded for the next job.
 #[derive(Default)]
 pub struct Worker {
+    /// The last job's grammar text and space, and its task and data: jobs of one run share them.
+    space: Option<(String, Space)>,
     data: Option<(TaskSpec, Data)>,
 }
 
@@ -30,18 +32,11 @@ impl Worker {
         let mut io_err = None;
         let r = match self.prepare(spec) {
             Err(message) => job_failed(message),
-            Ok((space, node, analysis)) => {
-                let Some((_, data)) = &self.data else {
-                    return Err(std::io::Error::other("the job's data went missing"));
-                };
-                let device = match crate::train::parse_device(&spec.device) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        let r = job_failed(format!("device {}: {e}", spec.device));
-                        writeln!(out, "{}", result_line(spec.eval, &r))?;
-                        out.flush()?;
-                        return Ok(r);
-                    }
+            Ok((node, analysis, device)) => {
+                let (Some((_, space)), Some((_, data))) = (&self.space, &self.data) else {
+                    return Err(std::io::Error::other(
+                        "the job's space or data went missing",
+                    ));
                 };
                 let opts = TrainOptions {
                     recipe: spec.recipe.clone(),
@@ -83,11 +78,12 @@ impl Worker {
         Ok(r)
     }
 
-    /// Loads the space and the task's data and validates the candidate.
+    /// Loads the space and the task's data (unless the last job had the same), validates the
+    /// candidate and settles the device.
     fn prepare(
         &mut self,
         spec: &JobSpec,
-    ) -> Result<(Space, crate::space::Node, crate::space::Analysis), String> {
+    ) -> Result<(crate::space::Node, crate::space::Analysis, tch::Device), String> {
         if spec.protocol != PROTOCOL {
             return Err(format!(
                 "the job speaks protocol {}, this worker {} ({}); install the same archsmith on the workers as on the driver",
@@ -96,8 +92,12 @@ impl Worker {
                 env!("CARGO_PKG_VERSION")
             ));
         }
-        let space = Space::from_parts(&spec.grammar, &spec.space, Vec::new(), None)
-            .map_err(|e| format!("the job's grammar ({}) does not load: {e}", spec.space))?;
+        if self.space.as_ref().map(|(g, _)| g) != Some(&spec.grammar) {
+            self.space = None;
+            let space = Space::from_parts(&spec.grammar, &spec.space, Vec::new(), None)
+                .map_err(|e| format!("the job's grammar ({}) does not load: {e}", spec.space))?;
+            self.space = Some((spec.grammar.clone(), space));
+        }
         if self.data.as_ref().map(|(t, _)| t) != Some(&spec.task) {
             self.data = None;
             let task = crate::run::config::task_from(&spec.task.name, spec.task.sizes)
@@ -110,8 +110,8 @@ impl Worker {
             })?;
             self.data = Some((spec.task.clone(), data));
         }
-        let Some((_, data)) = &self.data else {
-            return Err("the task's data did not load".into());
+        let (Some((_, space)), Some((_, data))) = (&self.space, &self.data) else {
+            return Err("the job's space or data did not load".into());
         };
         let lowered = parse_one(&spec.candidate).map_err(|errs| {
             format!(
@@ -138,7 +138,9 @@ impl Worker {
                 d.first().map(|d| d.to_string()).unwrap_or_default()
             )
         })?;
-        Ok((space, node, analysis))
+        let device = crate::train::parse_device(&spec.device)
+            .map_err(|e| format!("device {}: {e}", spec.device))?;
+        Ok((node, analysis, device))
     }
 }
 
