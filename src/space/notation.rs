@@ -452,20 +452,60 @@ fn suggest(name: &str, extra: &[String]) -> String {
     did_you_mean(name, known)
 }
 
+/// What a macro parameter stands for: the argument as written at the call, with the
+/// parameters of the caller it may itself name. Arguments are expanded where they are used, in
+/// the caller's scope, so no expanded copy of a term is ever built.
+#[derive(Clone, Copy)]
+struct Bound<'a> {
+    term: &'a Term,
+    env: &'a Env<'a>,
+}
+
+type Env<'a> = HashMap<String, Bound<'a>>;
+
+/// How deep expansion may go: forms, macro calls and parameters together. The written text
+/// nests at most [`MAX_NESTING`] levels, but a chain of macros each applying the one before
+/// twice doubles the depth at every level; without a bound a candidate of a few hundred bytes
+/// would overflow the stack of whatever expands it.
+pub const MAX_EXPANSION_DEPTH: usize = 5 * MAX_NESTING;
+
+/// The state of one expansion: every error found, the span of every node in pre-order, what is
+/// left of the node budget, and the current depth.
+struct Expander<'m> {
+    macros: &'m HashMap<String, Macro>,
+    errs: Vec<SyntaxError>,
+    spans: Vec<(String, Span)>,
+    budget: usize,
+    depth: usize,
+    /// Forms around the current term: the depth of the tree being built, which every later
+    /// stage (validation, printing, compilation) walks recursively.
+    forms: usize,
+}
+
+impl Expander<'_> {
+    /// Records a limit's error once per candidate.
+    fn limit(&mut self, message: String, span: Span) {
+        let key = message.split(" (").next().unwrap_or_default().to_string();
+        if !self.errs.iter().any(|e| e.message.starts_with(&key)) {
+            self.errs.push(SyntaxError { message, span });
+        }
+    }
+}
+
 /// Expands macros and turns a term into a node, collecting every error it finds.
 fn lower(term: &Term, macros: &HashMap<String, Macro>) -> Result<Lowered, Vec<SyntaxError>> {
-    let mut errs = Vec::new();
-    let mut spans = Vec::new();
-    let mut budget = MAX_NODES;
-    let node = lower_term(
-        term,
+    let mut x = Expander {
         macros,
-        &HashMap::new(),
-        &mut errs,
-        &mut spans,
-        &mut budget,
-        false,
-    );
+        errs: Vec::new(),
+        spans: Vec::new(),
+        budget: MAX_NODES,
+        depth: 0,
+        forms: 0,
+    };
+    let node = x.lower_term(term, &Env::new(), false);
+    let Expander {
+        mut errs, spans, ..
+    } = x;
     match node {
         Some(node) if errs.is_empty() => {
             // Canonicalisation (flattening seqs, collapsing equal branches) changes the
@@ -485,215 +525,226 @@ fn lower(term: &Term, macros: &HashMap<String, Macro>) -> Result<Lowered, Vec<Sy
     }
 }
 
-/// `num_ok` says whether a number may stand here as a program constant (in an expression
-/// slot); elsewhere numbers are only arguments of operations.
-fn lower_term(
-    t: &Term,
-    macros: &HashMap<String, Macro>,
-    env: &HashMap<String, Term>,
-    errs: &mut Vec<SyntaxError>,
-    spans: &mut Vec<(String, Span)>,
-    budget: &mut usize,
-    num_ok: bool,
-) -> Option<Node> {
-    if *budget == 0 {
-        if !errs
-            .iter()
-            .any(|e| e.message.contains("expands to more than"))
-        {
-            errs.push(SyntaxError {
-                message: format!("the candidate expands to more than {MAX_NODES} nodes"),
-                span: t.span(),
-            });
+impl Expander<'_> {
+    /// `num_ok` says whether a number may stand here as a program constant (in an expression
+    /// slot); elsewhere numbers are only arguments of operations.
+    fn lower_term<'a>(&mut self, t: &'a Term, env: &'a Env<'a>, num_ok: bool) -> Option<Node> {
+        if self.budget == 0 {
+            self.limit(
+                format!("the candidate expands to more than {MAX_NODES} nodes"),
+                t.span(),
+            );
+            return None;
         }
-        return None;
+        if self.depth >= MAX_EXPANSION_DEPTH {
+            self.limit(
+                format!(
+                    "the candidate nests more than {MAX_EXPANSION_DEPTH} levels deep once its macros are expanded (a chain of macros that apply each other grows with every level; write fewer levels)"
+                ),
+                t.span(),
+            );
+            return None;
+        }
+        self.budget -= 1;
+        self.depth += 1;
+        // Debug builds spend kilobytes of stack a level; grow it rather than overflow a
+        // worker thread's (the bound above keeps the total finite).
+        let node = stacker::maybe_grow(64 * 1024, 1024 * 1024, || self.lower_inner(t, env, num_ok));
+        self.depth -= 1;
+        node
     }
-    *budget -= 1;
-    let (name, args, span) = match t {
-        Term::Int { .. } | Term::Num { .. } if num_ok => {
-            let (value, span) = match *t {
-                Term::Int { value, span } => (value as f64, span),
-                Term::Num { value, span } => (value, span),
-                Term::Call { span, .. } => (0.0, span),
+
+    fn lower_inner<'a>(&mut self, t: &'a Term, env: &'a Env<'a>, num_ok: bool) -> Option<Node> {
+        let (name, args, span) = match t {
+            Term::Int { .. } | Term::Num { .. } if num_ok => {
+                let (value, span) = match *t {
+                    Term::Int { value, span } => (value as f64, span),
+                    Term::Num { value, span } => (value, span),
+                    Term::Call { span, .. } => (0.0, span),
+                };
+                return match ops::const_micros(value) {
+                    Ok(c) => {
+                        self.spans.push(("const".into(), span));
+                        Some(Node::Op(ops::Op::Const(c)))
+                    }
+                    Err(message) => {
+                        self.errs.push(SyntaxError { message, span });
+                        None
+                    }
+                };
+            }
+            Term::Num { value, span } => {
+                self.errs.push(SyntaxError {
+                    message: format!(
+                        "expected an operation or form, found the number {value} (numbers stand as constants only inside expressions of programs)"
+                    ),
+                    span: *span,
+                });
+                return None;
+            }
+            Term::Int { value, span } => {
+                self.errs.push(SyntaxError {
+                    message: format!(
+                        "expected an operation or form, found the number {value} (numbers are arguments, as in linear(64))"
+                    ),
+                    span: *span,
+                });
+                return None;
+            }
+            Term::Call { name, args, span } => (name, args, *span),
+        };
+        if let Some(bound) = env.get(name) {
+            if args.is_some() {
+                self.errs.push(SyntaxError {
+                    message: format!("macro parameter `{name}` cannot take arguments"),
+                    span,
+                });
+                return None;
+            }
+            return self.lower_term(bound.term, bound.env, num_ok);
+        }
+        let macros = self.macros;
+        if let Some(m) = macros.get(name) {
+            let given = args.as_deref().unwrap_or(&[]);
+            if given.len() != m.params.len() {
+                self.errs.push(SyntaxError {
+                    message: format!(
+                        "macro `{name}` takes {} argument(s) ({}), but {} were given",
+                        m.params.len(),
+                        m.params.join(", "),
+                        given.len()
+                    ),
+                    span,
+                });
+                return None;
+            }
+            let inner: Env<'_> = m
+                .params
+                .iter()
+                .cloned()
+                .zip(given.iter().map(|term| Bound { term, env }))
+                .collect();
+            return self.lower_term(&m.body, &inner, num_ok);
+        }
+        // Some names are both an operation and an expression form (`tanh`, `sigmoid`, `add`):
+        // with parts it is the form, alone the operation.
+        if let Some(form) =
+            Form::by_name(name).filter(|_| args.is_some() || ops::spec(name).is_none())
+        {
+            let Some(args) = args else {
+                self.errs.push(SyntaxError {
+                    message: format!(
+                        "`{name}` is a form and needs its parts in parentheses: {}",
+                        form.spec().rule
+                    ),
+                    span,
+                });
+                return None;
             };
-            return match ops::const_micros(value) {
-                Ok(c) => {
-                    spans.push(("const".into(), span));
-                    Some(Node::Op(ops::Op::Const(c)))
+            let min = match form {
+                Form::Seq => 2,
+                Form::Branch => 3,
+                Form::Route => 3,
+                Form::Residual => 1,
+                Form::Nb201 => 6,
+                f => f.spec().slots.len(),
+            };
+            let exact = !matches!(form, Form::Seq | Form::Branch) && !form.spec().variadic;
+            if args.len() < min || (exact && args.len() != min) {
+                self.errs.push(SyntaxError {
+                    message: format!(
+                        "`{name}` takes {}{min} parts, but {} were given: {}",
+                        if exact { "" } else { "at least " },
+                        args.len(),
+                        form.spec().rule
+                    ),
+                    span,
+                });
+                return None;
+            }
+            if self.forms >= MAX_NESTING {
+                self.limit(
+                    format!(
+                        "the candidate nests forms more than {MAX_NESTING} deep once its macros are expanded"
+                    ),
+                    span,
+                );
+                return None;
+            }
+            self.spans.push((name.clone(), span));
+            let mut children = Vec::with_capacity(args.len());
+            let mut ok = true;
+            let n = args.len();
+            self.forms += 1;
+            for (i, a) in args.iter().enumerate() {
+                let num_ok = form.child_slot(i, n) == super::node::Slot::Expr;
+                match self.lower_term(a, env, num_ok) {
+                    Some(c) => children.push(c),
+                    None => ok = false,
                 }
-                Err(message) => {
-                    errs.push(SyntaxError { message, span });
+            }
+            self.forms -= 1;
+            return ok.then(|| Node::form(form, children));
+        }
+        if let Some(spec) = ops::spec(name) {
+            let mut ints = Vec::new();
+            for a in args.iter().flatten() {
+                // A parameter may name a parameter of its caller: follow the chain to the
+                // number written at the call (each step leaves a scope, so it ends).
+                let (mut a, mut scope) = (a, env);
+                while let Term::Call {
+                    name: p,
+                    args: None,
+                    ..
+                } = a
+                {
+                    let Some(b) = scope.get(p) else { break };
+                    (a, scope) = (b.term, b.env);
+                }
+                match *a {
+                    Term::Int { value, span } => match u32::try_from(value) {
+                        Ok(v) => ints.push(v),
+                        Err(_) => {
+                            self.errs.push(SyntaxError {
+                                message: format!("argument {value} of `{name}` is too large"),
+                                span,
+                            });
+                            return None;
+                        }
+                    },
+                    ref other => {
+                        self.errs.push(SyntaxError {
+                            message: format!(
+                                "arguments of `{name}` are whole numbers ({}), found `{}`",
+                                spec.params.join(", "),
+                                term_text(other)
+                            ),
+                            span: other.span(),
+                        });
+                        return None;
+                    }
+                }
+            }
+            return match spec.build(&ints) {
+                Ok(op) => {
+                    self.spans.push((name.clone(), span));
+                    Some(Node::Op(op))
+                }
+                Err(msg) => {
+                    self.errs.push(SyntaxError { message: msg, span });
                     None
                 }
             };
         }
-        Term::Num { value, span } => {
-            errs.push(SyntaxError {
-                message: format!(
-                    "expected an operation or form, found the number {value} (numbers stand as constants only inside expressions of programs)"
-                ),
-                span: *span,
-            });
-            return None;
-        }
-        Term::Int { value, span } => {
-            errs.push(SyntaxError {
-                message: format!(
-                    "expected an operation or form, found the number {value} (numbers are arguments, as in linear(64))"
-                ),
-                span: *span,
-            });
-            return None;
-        }
-        Term::Call { name, args, span } => (name, args, *span),
-    };
-    if let Some(bound) = env.get(name) {
-        if args.is_some() {
-            errs.push(SyntaxError {
-                message: format!("macro parameter `{name}` cannot take arguments"),
-                span,
-            });
-            return None;
-        }
-        return lower_term(bound, macros, &HashMap::new(), errs, spans, budget, num_ok);
-    }
-    if let Some(m) = macros.get(name) {
-        let given = args.as_deref().unwrap_or(&[]);
-        if given.len() != m.params.len() {
-            errs.push(SyntaxError {
-                message: format!(
-                    "macro `{name}` takes {} argument(s) ({}), but {} were given",
-                    m.params.len(),
-                    m.params.join(", "),
-                    given.len()
-                ),
-                span,
-            });
-            return None;
-        }
-        let inner: HashMap<String, Term> = m
-            .params
-            .iter()
-            .cloned()
-            .zip(given.iter().map(|a| substitute(a, env)))
-            .collect();
-        return lower_term(&m.body, macros, &inner, errs, spans, budget, num_ok);
-    }
-    // Some names are both an operation and an expression form (`tanh`, `sigmoid`, `add`):
-    // with parts it is the form, alone the operation.
-    if let Some(form) = Form::by_name(name).filter(|_| args.is_some() || ops::spec(name).is_none())
-    {
-        let Some(args) = args else {
-            errs.push(SyntaxError {
-                message: format!(
-                    "`{name}` is a form and needs its parts in parentheses: {}",
-                    form.spec().rule
-                ),
-                span,
-            });
-            return None;
-        };
-        let min = match form {
-            Form::Seq => 2,
-            Form::Branch => 3,
-            Form::Route => 3,
-            Form::Residual => 1,
-            Form::Nb201 => 6,
-            f => f.spec().slots.len(),
-        };
-        let exact = !matches!(form, Form::Seq | Form::Branch) && !form.spec().variadic;
-        if args.len() < min || (exact && args.len() != min) {
-            errs.push(SyntaxError {
-                message: format!(
-                    "`{name}` takes {}{min} parts, but {} were given: {}",
-                    if exact { "" } else { "at least " },
-                    args.len(),
-                    form.spec().rule
-                ),
-                span,
-            });
-            return None;
-        }
-        let idx = spans.len();
-        spans.push((name.clone(), span));
-        let mut children = Vec::with_capacity(args.len());
-        let mut ok = true;
-        let n = args.len();
-        for (i, a) in args.iter().enumerate() {
-            let num_ok = form.child_slot(i, n) == super::node::Slot::Expr;
-            match lower_term(a, macros, env, errs, spans, budget, num_ok) {
-                Some(c) => children.push(c),
-                None => ok = false,
-            }
-        }
-        let _ = idx;
-        return ok.then(|| Node::form(form, children));
-    }
-    if let Some(spec) = ops::spec(name) {
-        let mut ints = Vec::new();
-        for a in args.iter().flatten() {
-            let a = substitute(a, env);
-            match a {
-                Term::Int { value, span } => match u32::try_from(value) {
-                    Ok(v) => ints.push(v),
-                    Err(_) => {
-                        errs.push(SyntaxError {
-                            message: format!("argument {value} of `{name}` is too large"),
-                            span,
-                        });
-                        return None;
-                    }
-                },
-                other => {
-                    errs.push(SyntaxError {
-                        message: format!(
-                            "arguments of `{name}` are whole numbers ({}), found `{}`",
-                            spec.params.join(", "),
-                            term_text(&other)
-                        ),
-                        span: other.span(),
-                    });
-                    return None;
-                }
-            }
-        }
-        return match spec.build(&ints) {
-            Ok(op) => {
-                spans.push((name.clone(), span));
-                Some(Node::Op(op))
-            }
-            Err(msg) => {
-                errs.push(SyntaxError { message: msg, span });
-                None
-            }
-        };
-    }
-    let params: Vec<String> = env.keys().cloned().collect();
-    errs.push(SyntaxError {
-        message: format!(
-            "unknown operation or form `{name}`{}",
-            suggest(name, &params)
-        ),
-        span,
-    });
-    None
-}
-
-fn substitute(t: &Term, env: &HashMap<String, Term>) -> Term {
-    match t {
-        Term::Call {
-            name,
-            args: None,
-            span: _,
-        } if env.contains_key(name) => env[name].clone(),
-        Term::Call { name, args, span } => Term::Call {
-            name: name.clone(),
-            args: args
-                .as_ref()
-                .map(|a| a.iter().map(|x| substitute(x, env)).collect()),
-            span: *span,
-        },
-        other => other.clone(),
+        let params: Vec<String> = env.keys().cloned().collect();
+        self.errs.push(SyntaxError {
+            message: format!(
+                "unknown operation or form `{name}`{}",
+                suggest(name, &params)
+            ),
+            span,
+        });
+        None
     }
 }
 
@@ -867,6 +918,98 @@ mod tests {
         src.push_str("a29\n");
         let errs = parse_one(&src).unwrap_err();
         assert!(errs[0].message.contains("expands to more than"));
+    }
+
+    /// Hostile macro chains: each level applying the one before twice (the depth doubles), a
+    /// long linear chain, and a chain of bare aliases. Each is an ordinary error, on a thread
+    /// with a small stack like a worker's, where unbounded expansion used to overflow it.
+    #[test]
+    fn deep_macro_chains_are_errors_not_stack_overflows() {
+        let doubling = {
+            let mut s = String::from("let a0(x) = seq(x, identity)\n");
+            for i in 1..14 {
+                s.push_str(&format!("let a{i}(x) = a{}(a{}(x))\n", i - 1, i - 1));
+            }
+            s + "a13(identity)\n"
+        };
+        let linear = {
+            let mut s = String::from("let b0 = identity\n");
+            for i in 1..5000 {
+                s.push_str(&format!("let b{i} = seq(b{}, identity)\n", i - 1));
+            }
+            s + "b4999\n"
+        };
+        let aliases = {
+            let mut s = String::from("let c0(d) = linear(d)\n");
+            for i in 1..20_000 {
+                s.push_str(&format!("let c{i}(d) = c{}(d)\n", i - 1));
+            }
+            s + "c19999(8)\n"
+        };
+        let handle = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                [doubling, linear, aliases]
+                    .iter()
+                    .map(|src| parse_one(src).unwrap_err())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap();
+        for errs in handle.join().expect("expansion overflowed the stack") {
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            assert!(
+                errs[0]
+                    .message
+                    .contains("deep once its macros are expanded"),
+                "{}",
+                errs[0].message
+            );
+        }
+        // Within the bound, parameters passed through several macros still reach operations.
+        let ok = "let f(d) = linear(d)\nlet p(e) = f(e)\nlet q(y, e) = seq(y, p(e))\nq(norm, 8)";
+        assert_eq!(
+            parse_one(ok).unwrap().node,
+            parse_one("seq(norm, linear(8))").unwrap().node
+        );
+    }
+
+    /// The deepest tree expansion lets through is walked safely by every later stage on a
+    /// thread with tokio's 2 MiB stack: validation, printing, hashing and mutation.
+    #[test]
+    fn the_deepest_allowed_candidate_is_safe_downstream() {
+        let deep = format!(
+            "let r(x) = residual(x)\n{}linear(16){}",
+            "r(".repeat(MAX_NESTING - 1),
+            ")".repeat(MAX_NESTING - 1)
+        );
+        // Written 101 levels deep, expanded 202.
+        let too_deep = format!(
+            "let r(x) = residual(x)\nlet r2(x) = r(r(x))\n{}linear(16){}",
+            "r2(".repeat(MAX_NESTING / 2 + 1),
+            ")".repeat(MAX_NESTING / 2 + 1)
+        );
+        std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || {
+                use rand::SeedableRng;
+                let space = crate::space::Space::load("mlp").unwrap();
+                let opts = crate::space::CheckOptions::default();
+                let input = crate::space::Shape::vec(16);
+                let node = parse_one(&deep).unwrap().node;
+                let text = node.to_string();
+                assert_eq!(parse_one(&text).unwrap().node, node);
+                let _ = node.hash_hex();
+                let _ = space.check(&node, None, input, &opts);
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+                let _ = space.mutate(&node, input, &opts, &mut rng);
+                let errs = parse_one(&too_deep).unwrap_err();
+                assert!(errs[0]
+                    .message
+                    .contains("deep once its macros are expanded"));
+            })
+            .unwrap()
+            .join()
+            .expect("a stage overflowed the stack");
     }
 
     #[test]
