@@ -241,7 +241,10 @@ impl Gen {
                         _ => return Err(err(node, "nb201 edges must be operations")),
                     }
                 }
-                if xs.mode() != Mode::Im || xs.dims()[1] % 4 != 0 || xs.dims()[2] % 4 != 0 {
+                if xs.mode() != Mode::Im
+                    || !xs.dims()[1].is_multiple_of(4)
+                    || !xs.dims()[2].is_multiple_of(4)
+                {
                     return Err(err(
                         node,
                         format!("the NAS-Bench-201 network cannot take {xs}"),
@@ -431,30 +434,32 @@ impl Gen {
             s,
             "\"\"\"A candidate found by archsmith, as a PyTorch module.\n"
         );
+        // Everything written into the docstring is escaped: a run's name or a note may hold
+        // `"""` followed by Python statements.
         for line in wrap(&text, 96) {
-            let _ = writeln!(s, "    {line}");
+            let _ = writeln!(s, "    {}", py_escape(&line));
         }
         let _ = writeln!(s);
         let _ = writeln!(
             s,
             "Space {}, input {} ([batch, {}]), {classes} classes.",
             if info.space.is_empty() {
-                "?"
+                "?".to_string()
             } else {
-                &info.space
+                py_escape(&info.space)
             },
             input,
             dims.join(", ")
         );
         for n in &info.notes {
-            let _ = writeln!(s, "{n}");
+            let _ = writeln!(s, "{}", py_escape(n));
         }
         let _ = writeln!(
             s,
             "\nUse: `model = load()` builds the module and loads {} from this file's folder;\n\
              `model.eval()` before inference (BatchNorm uses its running statistics then).\n\
              Generated code: edit freely. Needs torch (and safetensors to load the weights).\n\"\"\"",
-            info.weights_file
+            py_escape(&info.weights_file)
         );
         s.push_str(
             "\nimport math\nimport os\n\nimport torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n",
@@ -619,17 +624,29 @@ class Reduction(nn.Module):
 
 /// A Python string literal.
 fn py_str(s: &str) -> String {
+    format!("\"{}\"", py_escape(s))
+}
+
+/// `s` escaped for the inside of a Python string literal, `"..."` or a `"""` docstring alike:
+/// backslashes and quotes escaped (so no text can close the literal and run as code), and
+/// every control, bidirectional or other invisible character written as a Python escape.
+fn py_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
     for c in s.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
             '"' => out.push_str("\\\""),
             '\n' => out.push_str("\\n"),
+            c if crate::text::is_hidden(c) => {
+                let _ = match c as u32 {
+                    n if n < 0x100 => write!(out, "\\x{n:02x}"),
+                    n if n < 0x10000 => write!(out, "\\u{n:04x}"),
+                    n => write!(out, "\\U{n:08x}"),
+                };
+            }
             c => out.push(c),
         }
     }
-    out.push('"');
     out
 }
 
@@ -667,6 +684,53 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::space::parse_one;
+
+    /// A run name or note holding `"""` and Python statements stays text in the docstring:
+    /// Python's own parser reads the file back with the hostile text as the docstring's data
+    /// and no statement but the generated ones.
+    #[test]
+    fn hostile_names_stay_inside_the_docstring() {
+        let hostile =
+            "x\"\"\"\nimport os; os.system('touch /tmp/pwned')\n\"\"\"\\\x1b]0;t\x07\u{202e}";
+        let node = parse_one("seq(linear(8), leakyrelu)").unwrap().node;
+        let info = ModuleInfo {
+            space: hostile.into(),
+            weights_file: format!("{hostile}.safetensors"),
+            notes: vec![format!("Run {hostile}, evaluation 1")],
+        };
+        let m = module(&node, Shape::vec(4), 3, &info).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("model.py");
+        std::fs::write(&file, &m.source).unwrap();
+        let check = r#"
+import ast, sys
+tree = ast.parse(open(sys.argv[1], encoding="utf-8").read())
+doc = ast.get_docstring(tree)
+want = sys.argv[2]
+assert doc.count(want) >= 2, doc
+calls = [n for n in tree.body if isinstance(n, ast.Expr) and not isinstance(n.value, ast.Constant)]
+assert not calls, ast.dump(calls[0])
+imports = sorted(a.name for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names)
+weights = [n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "WEIGHTS"][0]
+assert weights.value.value == want + ".safetensors"
+print("ok", imports)
+"#;
+        match std::process::Command::new("python3")
+            .args(["-c", check])
+            .arg(&file)
+            .arg(hostile)
+            .output()
+        {
+            Ok(out) => assert!(
+                out.status.success(),
+                "{}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                m.source
+            ),
+            Err(e) => println!("skipped the Python parse check: no python3 ({e})"),
+        }
+        assert!(!m.source.contains('\x1b') && !m.source.contains('\u{202e}'));
+    }
 
     #[test]
     fn attribute_names_follow_the_tree() {
