@@ -16,4 +16,5 @@ pub mod report;
 pub mod run;
 pub mod search;
 pub mod space;
+pub mod text;
 pub mod train;

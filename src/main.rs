@@ -10,7 +10,9 @@ fn main() -> ExitCode {
     match cli::run() {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // The chain may quote what a user, a config or a model wrote.
+            let chain = archsmith::text::error_chain(&e);
+            eprintln!("error: {}", archsmith::text::for_terminal(&chain, 2000));
             ExitCode::from(2)
         }
     }

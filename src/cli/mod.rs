@@ -381,7 +381,8 @@ fn validate(a: ValidateArgs) -> Result<ExitCode> {
             }
         );
     }
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    // Collected, then printed with control characters made visible: the input is untrusted.
+    let mut out: Vec<u8> = Vec::new();
     let mut all_ok = true;
     for (i, (parsed, r)) in results.iter().enumerate() {
         if a.json {
@@ -465,7 +466,9 @@ fn validate(a: ValidateArgs) -> Result<ExitCode> {
             }
         }
     }
-    out.flush()?;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(archsmith::text::visible_lines(&String::from_utf8_lossy(&out)).as_bytes())?;
+    stdout.flush()?;
     Ok(if all_ok {
         ExitCode::SUCCESS
     } else {

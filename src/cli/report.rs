@@ -168,6 +168,13 @@ pub struct CompareArgs {
 pub fn compare(a: CompareArgs) -> Result<ExitCode> {
     let dirs = compare::expand(&a.dirs);
     let c = compare::load(&dirs)?;
+    for sk in &c.skipped {
+        eprintln!(
+            "warning: left out {}: {}",
+            archsmith::text::visible(&sk.run),
+            archsmith::text::clipped(&sk.reason, 300)
+        );
+    }
     if let Some(p) = &a.csv {
         std::fs::write(p, compare::csv(&c))
             .with_context(|| format!("cannot write {}", p.display()))?;

@@ -4,8 +4,10 @@
 use anyhow::{bail, Context, Result};
 use archsmith::run::{
     compare_replay, list_runs, prepare_new, prepare_replay, prepare_resume, summary, trajectory,
-    Outcome, Overrides, Prepared, Progress, RunError, RunSummary, Settings, Status, StrategyKind,
+    Listed, Outcome, Overrides, Prepared, Progress, RunError, RunSummary, Settings, Status,
+    StrategyKind,
 };
+use archsmith::text::{clipped, visible, visible_lines};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Write};
@@ -119,8 +121,8 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         ray_address: a.ray_address,
     });
     if a.dry_run {
-        settings.validate(&file)?;
-        let why = settings.settle_strategy(&env_lookup);
+        // Settled exactly as a run settles them (space, task, data, recipe), without a folder.
+        let (settings, why) = archsmith::run::settle(settings, &file, &env_lookup)?;
         eprintln!("{why}");
         print!("{}", settings.to_toml());
         return Ok(ExitCode::SUCCESS);
@@ -199,9 +201,22 @@ pub fn runs(a: RunsArgs) -> Result<ExitCode> {
         "{:<44} {:<14} {:>6} {:>8} {:>9} {:<12}",
         "run", "strategy", "evals", "best", "cost", "status"
     )?;
-    for s in all {
-        writeln!(
-            out,
+    let mut damaged = 0;
+    for listed in all {
+        let s = match listed {
+            Listed::Run(s) => s,
+            Listed::Damaged { dir, reason } => {
+                damaged += 1;
+                let name = dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let line = format!("{name:<44} DAMAGED: {}", clipped(&reason, 300));
+                writeln!(out, "{}", visible(&line))?;
+                continue;
+            }
+        };
+        let line = format!(
             "{:<44} {:<14} {:>6} {:>8} {:>9} {:<12}",
             s.dir
                 .file_name()
@@ -212,7 +227,14 @@ pub fn runs(a: RunsArgs) -> Result<ExitCode> {
             fmt_score(s.best.as_ref().and_then(|b| b.score)),
             format!("${:.4}", s.usd),
             s.status
-        )?;
+        );
+        writeln!(out, "{}", visible(&line))?;
+    }
+    if damaged > 0 {
+        eprintln!(
+            "warning: {damaged} run folder(s) in {} cannot be read (marked DAMAGED above)",
+            a.dir.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -225,9 +247,12 @@ pub fn show(a: ShowArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let s = summary(&a.dir)?;
-    print!("{}", render_summary(&s, a.top));
     let r = archsmith::report::data::load(&a.dir)?;
-    print!("{}", archsmith::report::data::text_extras(&r));
+    // Plans and candidates are a model's text: shown with their control characters visible.
+    print!(
+        "{}",
+        visible_lines(&(render_summary(&s, a.top) + &archsmith::report::data::text_extras(&r)))
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -131,6 +131,9 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     if a.max_steps.is_some() {
         recipe.max_steps = a.max_steps;
     }
+    recipe
+        .validate()
+        .map_err(|(field, m)| anyhow::anyhow!("bad recipe: {field} {m}"))?;
     let device = a.device.resolve()?;
     let space = Space::load(&a.space)?;
     if space.grammar.kind != archsmith::space::grammar::SpaceKind::Network {

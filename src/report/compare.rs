@@ -21,6 +21,15 @@ use std::path::{Path, PathBuf};
 pub struct Comparison {
     pub runs: Vec<RunRow>,
     pub groups: Vec<Group>,
+    /// Run folders left out because they cannot be read, with why.
+    pub skipped: Vec<Skipped>,
+}
+
+/// A run folder that [`load`] could not read.
+#[derive(Clone, Debug, Serialize)]
+pub struct Skipped {
+    pub run: String,
+    pub reason: String,
 }
 
 /// One run's line in the table (and the CSV).
@@ -62,12 +71,32 @@ pub struct Group {
 }
 
 /// Reads the run folders and compares them.
+/// Runs that cannot be read are left out and named in `skipped` (one damaged run among many
+/// must not hide the others); when none can be read, the first error is returned.
 pub fn load(dirs: &[PathBuf]) -> Result<Comparison, ReportError> {
-    let reports = dirs
-        .iter()
-        .map(|d| data::load(d))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(compare(&reports))
+    let mut reports = Vec::new();
+    let mut skipped = Vec::new();
+    let mut first_err = None;
+    for d in dirs {
+        match data::load(d) {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                skipped.push(Skipped {
+                    run: d.display().to_string(),
+                    reason: e.to_string(),
+                });
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if reports.is_empty() {
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+    }
+    let mut c = compare(&reports);
+    c.skipped = skipped;
+    Ok(c)
 }
 
 fn mean(xs: &[f64]) -> Option<f64> {
@@ -172,7 +201,11 @@ pub fn compare(reports: &[Report]) -> Comparison {
             }
         })
         .collect();
-    Comparison { runs: rows, groups }
+    Comparison {
+        runs: rows,
+        groups,
+        skipped: Vec::new(),
+    }
 }
 
 fn opt(v: Option<f64>) -> String {

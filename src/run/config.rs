@@ -541,6 +541,16 @@ impl Experiment {
         let space =
             Space::load(&settings.space.name).map_err(|e| invalid("space.name", e.to_string()))?;
         let t = &settings.task;
+        for (field, size) in [
+            ("task.train_size", t.train_size),
+            ("task.valid_size", t.valid_size),
+            ("task.test_size", t.test_size),
+        ] {
+            if size == Some(0) {
+                // No training works on no examples, and no score comes from none.
+                return Err(invalid(field, "must be at least 1".into()));
+            }
+        }
         let sizes = if t.train_size.is_some() || t.valid_size.is_some() || t.test_size.is_some() {
             let base = Task::resolve(&t.name).map_err(|e| invalid("task.name", e.to_string()))?;
             match &base.source {
@@ -562,9 +572,9 @@ impl Experiment {
         let task = task_from(&t.name, sizes).map_err(|e| invalid("task.name", e))?;
         let recipe =
             merge_recipe(&task.recipe, &t.recipe).map_err(|m| invalid("task.recipe", m))?;
-        if recipe.epochs == 0 {
-            return Err(invalid("task.recipe.epochs", "must be at least 1".into()));
-        }
+        recipe
+            .validate()
+            .map_err(|(field, m)| invalid(&format!("task.recipe.{field}"), m))?;
         let (input, classes) = match (task.input, task.classes) {
             (Some(i), Some(c)) => (i, c),
             _ => {

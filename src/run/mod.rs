@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod journal;
+pub mod lock;
 pub mod runner;
 
 pub use config::{ConfigError, Experiment, Overrides, Settings, StrategyKind};
@@ -21,6 +22,8 @@ pub use runner::{
     evaluate_with, Evaluation, Evaluator, FakeEvaluator, NoProgress, Outcome, Progress, Recovered,
     RunError, Runner, Status, TchEvaluator,
 };
+
+pub use lock::{LockError, RunLock};
 
 use crate::exec::inline::Inline;
 use crate::exec::{Executor, ExecutorKind};
@@ -47,23 +50,46 @@ pub struct Prepared {
     pub mode: &'static str,
     state: Recovered,
     journal: Journal,
+    /// Held until the run ends: this process is the folder's one writer.
+    lock: RunLock,
     llm: Option<Arc<LlmClient>>,
     usage_before: (u64, f64),
     /// For a replay: the run being replayed.
     pub replay_of: Option<PathBuf>,
 }
 
-/// Settles the settings, makes the run folder and writes `config.toml`.
-pub fn prepare_new(
+/// Validates every setting once and resolves the experiment (space, task, recipe), as a run
+/// does before it makes its folder: what `run --dry-run` prints. Returns the settled
+/// settings and why the strategy was chosen.
+pub fn settle(
+    settings: Settings,
+    file: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Settings, String)> {
+    let (exp, why) = settle_experiment(settings, file, lookup)?;
+    Ok((exp.settings, why))
+}
+
+fn settle_experiment(
     mut settings: Settings,
     file: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<Prepared> {
+) -> Result<(Experiment, String)> {
     settings.validate(file)?;
     let why = settings.settle_strategy(lookup);
     settings.validate(file)?;
-    let exp = Experiment::resolve(settings, file)?;
+    Ok((Experiment::resolve(settings, file)?, why))
+}
+
+/// Settles the settings, makes the run folder and writes `config.toml`.
+pub fn prepare_new(
+    settings: Settings,
+    file: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Prepared> {
+    let (exp, why) = settle_experiment(settings, file, lookup)?;
     let dir = new_run_dir(&exp.settings)?;
+    let lock = RunLock::acquire(&dir)?;
     let run_id = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -83,6 +109,7 @@ pub fn prepare_new(
         message: why,
         mode: "new",
         journal,
+        lock,
         llm,
         usage_before: (0, 0.0),
         replay_of: None,
@@ -96,6 +123,8 @@ pub fn prepare_resume(dir: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Re
     let file = cfg.display().to_string();
     settings.validate(&file)?;
     let exp = Experiment::resolve(settings, &file)?;
+    // Before the journal is read: a second writer must not even start from it.
+    let lock = RunLock::acquire(dir)?;
     let jpath = dir.join("journal.jsonl");
     let read = read_journal(&jpath)?;
     let state = Recovered::from_events(&read.events, exp.maximize());
@@ -105,6 +134,12 @@ pub fn prepare_resume(dir: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Re
         state.evaluations,
         state.queue.len()
     );
+    if read.events.is_empty() {
+        message += &format!(
+            "; its journal ({}) is empty, so nothing was recorded and the run starts from the beginning",
+            jpath.display()
+        );
+    }
     if !state.in_flight.is_empty() {
         let names: Vec<String> = state
             .in_flight
@@ -134,6 +169,7 @@ pub fn prepare_resume(dir: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Re
         mode: "resume",
         state,
         journal,
+        lock,
         llm,
         usage_before,
         replay_of: None,
@@ -173,6 +209,7 @@ pub fn prepare_replay(dir: &Path) -> Result<Prepared> {
     let exp = Experiment::resolve(settings, &file)?;
     let out = exp.settings.out.clone();
     let new_dir = unique_dir(&out, &format!("{base}-replay"))?;
+    let lock = RunLock::acquire(&new_dir)?;
     std::fs::write(new_dir.join("config.toml"), exp.settings.to_toml())?;
     let journal = Journal::create(&new_dir.join("journal.jsonl"))?;
     let llm = model_client(&exp, &new_dir, &|_| None)?;
@@ -196,6 +233,7 @@ pub fn prepare_replay(dir: &Path) -> Result<Prepared> {
         run_id,
         mode: "replay",
         journal,
+        lock,
         llm,
         usage_before: (0, 0.0),
         replay_of: Some(dir.to_path_buf()),
@@ -285,6 +323,7 @@ impl Prepared {
             journal,
             llm,
             usage_before,
+            lock,
             ..
         } = self;
         let strategy = build_strategy(&exp, llm.clone())?;
@@ -294,7 +333,11 @@ impl Prepared {
         if let Some(e) = epochs {
             runner.epochs = e;
         }
-        Ok(runner.run(mode, &message)?)
+        let outcome = runner.run(mode, &message);
+        // The folder stays locked until the last event is written.
+        drop(runner);
+        drop(lock);
+        Ok(outcome?)
     }
 }
 
@@ -539,14 +582,31 @@ pub fn trajectory(dir: &Path) -> Result<Vec<TrajectoryPoint>> {
 }
 
 /// The runs in `root` (folders holding a journal), oldest first.
-pub fn list_runs(root: &Path) -> Result<Vec<RunSummary>> {
+pub fn list_runs(root: &Path) -> Result<Vec<Listed>> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
         .with_context(|| format!("cannot read {}", root.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.join("journal.jsonl").is_file())
         .collect();
     dirs.sort();
-    dirs.iter().map(|d| summary(d)).collect()
+    // One damaged run must not hide the others: it is listed with what is wrong with it.
+    Ok(dirs
+        .into_iter()
+        .map(|d| match summary(&d) {
+            Ok(s) => Listed::Run(Box::new(s)),
+            Err(e) => Listed::Damaged {
+                reason: crate::text::error_chain(&e),
+                dir: d,
+            },
+        })
+        .collect())
+}
+
+/// One folder of [`list_runs`]: a run, or a run folder that cannot be read and why.
+#[derive(Debug)]
+pub enum Listed {
+    Run(Box<RunSummary>),
+    Damaged { dir: PathBuf, reason: String },
 }
 
 /// Compares a replay's journal with the recorded run's: proposals (hash and text, in order)

@@ -78,6 +78,58 @@ impl Default for Recipe {
 }
 
 impl Recipe {
+    /// Refuses values with which no training can work, naming the field: checked once when
+    /// settings are settled, so that `--dry-run` refuses what a run would.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let positive = |field: &'static str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err((field, format!("{v} must be a positive number")))
+            }
+        };
+        let in_unit = |field: &'static str, v: f64| {
+            if v.is_finite() && (0.0..1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err((field, format!("{v} must be at least 0 and below 1")))
+            }
+        };
+        positive("lr", self.lr)?;
+        in_unit("momentum", self.momentum)?;
+        in_unit("label_smoothing", self.label_smoothing)?;
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err((
+                "weight_decay",
+                format!("{} must be >= 0", self.weight_decay),
+            ));
+        }
+        if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
+            return Err((
+                "warmup_epochs",
+                format!("{} must be >= 0", self.warmup_epochs),
+            ));
+        }
+        if let Some(c) = self.grad_clip {
+            positive("grad_clip", c)?;
+        }
+        if let Some(t) = self.time_limit_secs {
+            positive("time_limit_secs", t)?;
+        }
+        for (field, v) in [
+            ("batch_size", self.batch_size as u64),
+            ("eval_batch_size", self.eval_batch_size as u64),
+            ("epochs", self.epochs as u64),
+            ("max_memory_mb", self.max_memory_mb),
+            ("max_steps", self.max_steps.unwrap_or(1)),
+        ] {
+            if v == 0 {
+                return Err((field, "must be at least 1".into()));
+            }
+        }
+        Ok(())
+    }
+
     /// The step budget of a training on `n` examples: the batch size (at most `n`), steps
     /// per epoch, total steps (the epochs or `max_steps`, whichever is fewer) and warm-up steps
     /// (at most half the total).
@@ -120,6 +172,25 @@ mod tests {
         assert_eq!(r.batch_size, Recipe::default().batch_size);
         let e = serde_json::from_str::<Recipe>(r#"{"learning_rate": 0.1}"#).unwrap_err();
         assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn settings_that_cannot_train_are_refused_by_name() {
+        Recipe::default().validate().unwrap();
+        type Spoil = fn(&mut Recipe);
+        let cases: [(&str, Spoil); 6] = [
+            ("batch_size", |r| r.batch_size = 0),
+            ("epochs", |r| r.epochs = 0),
+            ("lr", |r| r.lr = f64::NAN),
+            ("momentum", |r| r.momentum = 1.5),
+            ("max_steps", |r| r.max_steps = Some(0)),
+            ("grad_clip", |r| r.grad_clip = Some(-1.0)),
+        ];
+        for (field, spoil) in cases {
+            let mut r = Recipe::default();
+            spoil(&mut r);
+            assert_eq!(r.validate().unwrap_err().0, field);
+        }
     }
 
     #[test]
