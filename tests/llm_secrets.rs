@@ -51,7 +51,12 @@ async fn the_key_appears_nowhere() {
         // The key did reach the server: the success mock only answers when it is right.
         Mock::given(method("POST"))
             .and(header(key_header.0, key_header.1.as_str()))
-            .respond_with(ResponseTemplate::new(200).set_body_json(wire.ok_body(&["fine"], 1, 1)))
+            // A successful reply that echoes the key in the model's text.
+            .respond_with(ResponseTemplate::new(200).set_body_json(wire.ok_body(
+                &[&format!("fine; you sent {KEY}")],
+                1,
+                1,
+            )))
             .up_to_n_times(1)
             .mount(&server)
             .await;
@@ -101,6 +106,7 @@ async fn the_key_appears_nowhere() {
             .complete("propose.1", msgs())
             .await
             .expect("first call succeeds");
+        assert_eq!(ok.texts(), ["fine; you sent ***"]);
         seen.push_str(&format!("{ok:?}\n"));
         for step in ["propose.2", "propose.3", "propose.4"] {
             let e = client.complete(step, msgs()).await.expect_err("fails");

@@ -212,8 +212,19 @@ impl HttpCore {
         let retry_after = parse_retry_after(resp.headers());
         let bytes = resp.bytes().await.map_err(|e| self.transport_error(e))?;
         if status.is_success() {
+            // A server may echo the key inside a successful reply (in the text of a choice,
+            // say); it is taken out before anything reads the reply, so it reaches no record,
+            // journal or prompt.
+            let scrubbed;
+            let bytes: &[u8] = match (self.key(), std::str::from_utf8(&bytes)) {
+                (Some(k), Ok(text)) if !k.expose().is_empty() && text.contains(k.expose()) => {
+                    scrubbed = k.scrub(text);
+                    scrubbed.as_bytes()
+                }
+                _ => &bytes,
+            };
             // Parse errors quote the body, which may echo what was sent.
-            return parse(&bytes).map_err(|e| match e {
+            return parse(bytes).map_err(|e| match e {
                 LlmError::Malformed {
                     provider,
                     reason,
