@@ -343,14 +343,31 @@ fn find_plan(lines: &[Line<'_>]) -> Option<String> {
 }
 
 fn predicted_value(text: &str, line: usize, notes: &mut Vec<String>) -> Option<f64> {
-    let v = first_number(text);
+    let v = standalone_number(text);
     if v.is_none() {
         notes.push(format!(
-            "line {line}: predicted score `{}` is not a number",
-            text.trim()
+            "line {line}: predicted score `{}` is not a number on its own",
+            crate::text::clipped(text.trim(), 80)
         ));
     }
     v
+}
+
+/// A predicted score: the text's first word must be a finite number (markdown emphasis, a
+/// leading `~` and a trailing `.`, `,` or `%` allowed). A number buried in other text, as in
+/// `<img src=x onerror=alert(5)>`, is not a prediction.
+fn standalone_number(text: &str) -> Option<f64> {
+    let word = text.split_whitespace().next()?;
+    let word = word.trim_matches(['*', '`', '_']);
+    let word = word.strip_prefix('~').unwrap_or(word);
+    let word = word.trim_end_matches(['.', ',', ';']);
+    let word = word.strip_suffix('%').unwrap_or(word);
+    let starts_ok = word
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_digit() || c == '-' || c == '.');
+    let v: f64 = word.parse().ok().filter(|_| starts_ok)?;
+    v.is_finite().then_some(v)
 }
 
 fn tagged_candidates(lines: &[Line<'_>], notes: &mut Vec<String>) -> Vec<Proposal> {
@@ -624,6 +641,28 @@ pub fn parse_predictions(text: &str, expected: usize) -> Result<PredictionReply,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_predicted_score_is_a_number_on_its_own() {
+        assert_eq!(standalone_number(" 0.83"), Some(0.83));
+        assert_eq!(standalone_number("**0.9** (validation)"), Some(0.9));
+        assert_eq!(standalone_number("~0.7."), Some(0.7));
+        assert_eq!(standalone_number("83%"), Some(83.0));
+        assert_eq!(standalone_number("<img src=x onerror=alert(5)>"), None);
+        assert_eq!(standalone_number("about 0.8"), None);
+        assert_eq!(standalone_number("inf"), None);
+        assert_eq!(standalone_number("NaN"), None);
+        assert_eq!(standalone_number(""), None);
+        let r =
+            parse_reply("CANDIDATE: seq(linear(8), relu)\nPREDICTED: <img src=x onerror=alert(5)>")
+                .unwrap();
+        assert_eq!(r.proposals[0].predicted, None);
+        assert!(
+            r.notes[0].contains("not a number on its own"),
+            "{:?}",
+            r.notes
+        );
+    }
 
     #[test]
     fn numbers() {
