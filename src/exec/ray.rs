@@ -683,7 +683,7 @@ impl Ray {
                         return self.failed_attempt(i, reason).map(|u| Ok(Some(u)));
                     }
                 }
-                if status == "RUNNING" && f.polls % LOG_EVERY_POLLS == 0 {
+                if status == "RUNNING" && f.polls.is_multiple_of(LOG_EVERY_POLLS) {
                     // Epochs as they come; a log that cannot be read now is read later.
                     if let Ok(Some(logs)) = self.head.logs(&id) {
                         let (epochs, _) = scan_log(&logs, f.log_eval);

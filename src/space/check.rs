@@ -815,7 +815,8 @@ impl Infer<'_> {
         d: usize,
         pre: usize,
     ) -> Option<Shape> {
-        if x.mode() != Mode::Im || x.dims()[1] % 4 != 0 || x.dims()[2] % 4 != 0 {
+        if x.mode() != Mode::Im || !x.dims()[1].is_multiple_of(4) || !x.dims()[2].is_multiple_of(4)
+        {
             self.preorder += node.size() - 1;
             self.fail(
                 node,

@@ -324,7 +324,8 @@ impl<'g> Sampler<'g> {
         ctx: Ctx,
         depth: usize,
     ) -> Option<(Node, Shape)> {
-        if x.mode() != Mode::Im || x.dims()[1] % 4 != 0 || x.dims()[2] % 4 != 0 {
+        if x.mode() != Mode::Im || !x.dims()[1].is_multiple_of(4) || !x.dims()[2].is_multiple_of(4)
+        {
             return None;
         }
         let stem = Shape::im(super::check::NB201_C, x.dims()[1], x.dims()[2]);

@@ -199,7 +199,10 @@ fn build(
                     _ => return Err(shape_err(node, "nb201 edges must be operations".into())),
                 }
             }
-            if x.mode() != Mode::Im || x.dims()[1] % 4 != 0 || x.dims()[2] % 4 != 0 {
+            if x.mode() != Mode::Im
+                || !x.dims()[1].is_multiple_of(4)
+                || !x.dims()[2].is_multiple_of(4)
+            {
                 return Err(shape_err(
                     node,
                     format!("the NAS-Bench-201 network cannot take {x}"),
