@@ -353,11 +353,18 @@ fn predicted_value(text: &str, line: usize, notes: &mut Vec<String>) -> Option<f
     v
 }
 
-/// A predicted score: the text's first word must be a finite number (markdown emphasis, a
-/// leading `~` and a trailing `.`, `,` or `%` allowed). A number buried in other text, as in
+/// A predicted score: the text's first word (after a hedge such as "about") must be a finite
+/// number (markdown emphasis, a leading `~` and a trailing `.`, `,` or `%` allowed). A number buried in other text, as in
 /// `<img src=x onerror=alert(5)>`, is not a prediction.
 fn standalone_number(text: &str) -> Option<f64> {
-    let word = text.split_whitespace().next()?;
+    let mut words = text.split_whitespace();
+    let mut word = words.next()?;
+    // A hedge before the number is how models write it ("about 0.7").
+    if ["about", "approximately", "approx.", "around", "roughly", "≈"]
+        .contains(&word.to_lowercase().as_str())
+    {
+        word = words.next()?;
+    }
     let word = word.trim_matches(['*', '`', '_']);
     let word = word.strip_prefix('~').unwrap_or(word);
     let word = word.trim_end_matches(['.', ',', ';']);
@@ -649,7 +656,9 @@ mod tests {
         assert_eq!(standalone_number("~0.7."), Some(0.7));
         assert_eq!(standalone_number("83%"), Some(83.0));
         assert_eq!(standalone_number("<img src=x onerror=alert(5)>"), None);
-        assert_eq!(standalone_number("about 0.8"), None);
+        assert_eq!(standalone_number("about 0.8"), Some(0.8));
+        assert_eq!(standalone_number("about <img src=x onerror=alert(5)>"), None);
+        assert_eq!(standalone_number("score 0.8"), None);
         assert_eq!(standalone_number("inf"), None);
         assert_eq!(standalone_number("NaN"), None);
         assert_eq!(standalone_number(""), None);
