@@ -64,6 +64,7 @@ pub struct LlmClient {
     prices: PriceTable,
     grammar_format: Option<GrammarFormat>,
     grammar_depth: Option<usize>,
+    grammar_required: bool,
     started: Option<String>,
 }
 
@@ -129,6 +130,8 @@ impl LlmClient {
         );
         client.grammar_format = cfg.grammar_format();
         client.grammar_depth = cfg.grammar_depth;
+        client.grammar_required =
+            cfg.constrain == super::config::Constrain::Grammar && client.grammar_format.is_some();
         client.started = started;
         Ok(client)
     }
@@ -161,6 +164,7 @@ impl LlmClient {
             prices,
             grammar_format: None,
             grammar_depth: None,
+            grammar_required: false,
             started: None,
         }
     }
@@ -176,6 +180,12 @@ impl LlmClient {
     /// The grammar format this client's requests carry, if any.
     pub fn grammar_format(&self) -> Option<GrammarFormat> {
         self.grammar_format
+    }
+
+    /// Whether calls must be constrained (`constrain = "grammar"`): a grammar that cannot be
+    /// exported is then an error, not a note.
+    pub fn grammar_required(&self) -> bool {
+        self.grammar_required
     }
 
     /// The configured depth bound of the constraining grammar.

@@ -110,12 +110,13 @@ impl Model {
         &self,
         ctx: &mut Context<'_>,
         shape: Option<ReplyShape>,
-    ) -> Option<GrammarConstraint> {
-        let format = self.client.grammar_format()?;
-        let shape = shape?;
+    ) -> Result<Option<GrammarConstraint>, SearchError> {
+        let (Some(format), Some(shape)) = (self.client.grammar_format(), shape) else {
+            return Ok(None);
+        };
         let key = (shape.k, shape.predicted);
         if let Some(g) = self.grammars.borrow().get(&key) {
-            return g.clone();
+            return Ok(g.clone());
         }
         let cfg_format = match format {
             GrammarFormat::Gbnf => CfgFormat::Gbnf,
@@ -131,6 +132,12 @@ impl Model {
                 format,
                 text: text.into(),
             }),
+            Err(e) if self.client.grammar_required() => {
+                return Err(SearchError::Other(format!(
+                    "`constrain = \"grammar\"`, but the grammar of space {} cannot be exported for constrained decoding: {e}",
+                    ctx.space.name()
+                )))
+            }
             Err(e) => {
                 ctx.notes.push(format!(
                     "the grammar of space {} cannot be exported for constrained decoding ({e}); model calls go unconstrained",
@@ -140,7 +147,7 @@ impl Model {
             }
         };
         self.grammars.borrow_mut().insert(key, g.clone());
-        g
+        Ok(g)
     }
 
     /// One call: the system prompt and `user`; the texts of the choices. `shape`: the reply
@@ -153,7 +160,7 @@ impl Model {
         user: String,
         shape: Option<ReplyShape>,
     ) -> Result<Vec<String>, SearchError> {
-        let grammar = self.grammar_for(ctx, shape);
+        let grammar = self.grammar_for(ctx, shape)?;
         let system = self.prompts.system(&SystemContext {
             space_name: ctx.space.name().to_string(),
             metric: ctx.metric.to_string(),
