@@ -508,11 +508,12 @@ impl ChatProvider for LocalProvider {
     /// one slot, so they queue there) and collected in order.
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
         let wanted = request.params.n.max(1) as usize;
-        let one = |_i: usize| async {
+        let this = self;
+        let one = move |_i: usize| async move {
             match self.endpoint {
                 LocalEndpoint::Completion => {
                     let body = completion_body(request);
-                    let ((choice, usage, t), attempts) = self
+                    let ((choice, usage, t), attempts) = this
                         .core
                         .post("/completion", &body, &request.model, parse_completion)
                         .await?;
@@ -525,7 +526,7 @@ impl ChatProvider for LocalProvider {
                     if let (Some(obj), Some(g)) = (body.as_object_mut(), &request.grammar) {
                         obj.insert("grammar".into(), json!(&*g.text));
                     }
-                    let (parsed, attempts) = self
+                    let (parsed, attempts) = this
                         .core
                         .post(
                             "/v1/chat/completions",

@@ -469,7 +469,16 @@ impl Settings {
     pub fn settle_strategy(&mut self, lookup: &dyn Fn(&str) -> Option<String>) -> String {
         let kind = self.strategy.kind.0;
         if kind != StrategyKind::Auto {
+            if kind.uses_model() {
+                if let Some(why) = self.settle_local(lookup) {
+                    return format!("strategy {} (as configured): {why}", kind.name());
+                }
+            }
             return format!("strategy {} (as configured)", kind.name());
+        }
+        if let Some(why) = self.settle_local(lookup) {
+            self.strategy.kind = StrategyKindField(StrategyKind::Llm);
+            return format!("strategy llm (auto): {why}");
         }
         let (chosen, why) = match &self.llm {
             None => (
@@ -501,40 +510,47 @@ impl Settings {
                         l.resolved_base_url().unwrap_or_default()
                     ),
                 ),
-                Err(_) => match crate::llm::local::installed(lookup) {
-                    // No key, but the local model is installed: the model loop runs on it.
-                    Some((_, model)) => {
-                        let mut local = LlmConfig::new(ProviderKind::Local, "gemma-3-270m");
-                        local.temperature = l.temperature;
-                        local.top_p = l.top_p;
-                        local.max_tokens = l.max_tokens;
-                        local.samples_per_call = l.samples_per_call;
-                        local.constrain = l.constrain;
-                        local.grammar_depth = l.grammar_depth;
-                        // A 2-core machine answers a propose call in tens of seconds.
-                        local.timeout_secs = l.timeout_secs.max(600.0);
-                        local.local = Some(l.local_settings());
-                        let why = format!(
-                            "{} is not set, so the local model {} proposes candidates on llama.cpp's server, started for this run",
-                            l.key_env_name().unwrap_or_default(),
-                            model.display()
-                        );
-                        self.llm = Some(local);
-                        (StrategyKind::Llm, why)
-                    }
-                    None => (
-                        StrategyKind::Evolution,
-                        format!(
-                            "{} is not set and no local model is installed, so no language model is used (set it to use {}, or install a local model with `scripts/setup.sh --llm`)",
-                            l.key_env_name().unwrap_or_default(),
-                            l.model
-                        ),
+                Err(_) => (
+                    StrategyKind::Evolution,
+                    format!(
+                        "{} is not set and no local model is installed, so no language model is used (set it to use {}, or install a local model with `scripts/setup.sh --llm`)",
+                        l.key_env_name().unwrap_or_default(),
+                        l.model
                     ),
-                },
+                ),
             },
         };
         self.strategy.kind = StrategyKindField(chosen);
         format!("strategy {} (auto): {why}", chosen.name())
+    }
+
+    /// No key for the configured network provider, but the local model installed: the
+    /// `[llm]` section becomes the local server's (sampling settings kept), and the reason.
+    fn settle_local(&mut self, lookup: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+        let l = self.llm.as_ref()?;
+        if !matches!(l.provider, ProviderKind::Openai | ProviderKind::Anthropic)
+            || l.resolve_key(lookup).is_ok()
+        {
+            return None;
+        }
+        let (_, model) = crate::llm::local::installed(lookup)?;
+        let mut local = LlmConfig::new(ProviderKind::Local, "gemma-3-270m");
+        local.temperature = l.temperature;
+        local.top_p = l.top_p;
+        local.max_tokens = l.max_tokens;
+        local.samples_per_call = l.samples_per_call;
+        local.constrain = l.constrain;
+        local.grammar_depth = l.grammar_depth;
+        // A 2-core machine answers a propose call in tens of seconds.
+        local.timeout_secs = l.timeout_secs.max(600.0);
+        local.local = Some(l.local_settings());
+        let why = format!(
+            "{} is not set, so the local model {} proposes candidates on llama.cpp's server, started for this run",
+            l.key_env_name().unwrap_or_default(),
+            model.display()
+        );
+        self.llm = Some(local);
+        Some(why)
     }
 
     /// The settings as the run folder keeps them.
