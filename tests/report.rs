@@ -169,6 +169,7 @@ fn write_run(dir: &Path, strategy: &str, seed: u64, cands: &[Cand], calls: u64) 
                 cost_usd: Some(0.0003 * (k + 1) as f64),
                 latency_ms: 1200,
                 attempts: 1,
+                constrained: None,
             });
             lines += &serde_json::to_string(&r).unwrap();
             lines.push('\n');

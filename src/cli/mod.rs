@@ -141,6 +141,71 @@ pub enum SpaceCmd {
         #[arg(long)]
         source: bool,
     },
+    /// Compile a space's grammar into a grammar for constrained decoding: GBNF for llama.cpp
+    /// (the `grammar` field of a request) or the Lark dialect of vLLM's structured outputs.
+    /// It fixes the candidates' syntax, names, arities, argument values and nesting depth;
+    /// shapes, modes and resource limits stay with the validator.
+    Export(GrammarExportArgs),
+}
+
+/// `space export`: what to compile and how.
+#[derive(Args, Debug)]
+pub struct GrammarExportArgs {
+    /// A built-in space name or a path to a .grammar file or space folder.
+    pub name: String,
+    /// gbnf (llama.cpp) or lark (vLLM `structured_outputs.grammar`, llguidance's Lark).
+    #[arg(long, default_value = "gbnf", value_parser = ["gbnf", "lark"])]
+    pub format: String,
+    /// Deepest nesting of forms allowed (default: the space's max_depth, which accepts every
+    /// candidate the space's sampler draws).
+    #[arg(long)]
+    pub depth: Option<usize>,
+    /// The whole reply the propose prompt asks for: a PLAN line, then k CANDIDATE and
+    /// PREDICTED lines (the default).
+    #[arg(long, conflicts_with = "candidate_only")]
+    pub reply: bool,
+    /// One bare candidate, without the reply around it.
+    #[arg(long)]
+    pub candidate_only: bool,
+    /// Number of candidates in the reply.
+    #[arg(short, default_value_t = 1)]
+    pub k: usize,
+    /// Leave out the PREDICTED lines (the repair prompt's reply).
+    #[arg(long)]
+    pub no_predicted: bool,
+    /// Print the rule count, size and time to export on stderr.
+    #[arg(long)]
+    pub stats: bool,
+}
+
+fn export_grammar(a: GrammarExportArgs) -> Result<ExitCode> {
+    use archsmith::space::cfg::{compile, CfgFormat, CfgOptions, ReplyShape};
+    let s = Space::load(&a.name)?;
+    let format =
+        CfgFormat::by_name(&a.format).with_context(|| format!("unknown format `{}`", a.format))?;
+    let reply = (!a.candidate_only).then(|| ReplyShape {
+        predicted: !a.no_predicted,
+        ..ReplyShape::propose(a.k)
+    });
+    let opts = CfgOptions {
+        depth: a.depth,
+        reply,
+    };
+    let start = std::time::Instant::now();
+    let cfg = compile(&s.grammar, &opts)?;
+    let text = cfg.render(format);
+    let took = start.elapsed();
+    print!("{text}");
+    if a.stats {
+        eprintln!(
+            "{}: {} rules, {} bytes, exported in {:.1} ms",
+            s.name(),
+            cfg.stats(format).rules,
+            text.len(),
+            took.as_secs_f64() * 1e3
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Which space and input every candidate command needs.
@@ -266,6 +331,7 @@ pub fn run() -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Space(SpaceCmd::Export(a)) => export_grammar(a),
         Command::Sample(a) => sample(a),
         Command::Validate(a) => validate(a),
         Command::Mutate(a) => mutate(a),

@@ -198,8 +198,8 @@ pub fn runs(a: RunsArgs) -> Result<ExitCode> {
     }
     writeln!(
         out,
-        "{:<44} {:<14} {:>6} {:>8} {:>9} {:<12}",
-        "run", "strategy", "evals", "best", "cost", "status"
+        "{:<44} {:<14} {:>6} {:>6} {:>8} {:>9} {:<12}",
+        "run", "strategy", "evals", "model", "best", "cost", "status"
     )?;
     let mut damaged = 0;
     for listed in all {
@@ -217,13 +217,19 @@ pub fn runs(a: RunsArgs) -> Result<ExitCode> {
             }
         };
         let line = format!(
-            "{:<44} {:<14} {:>6} {:>8} {:>9} {:<12}",
+            "{:<44} {:<14} {:>6} {:>6} {:>8} {:>9} {:<12}",
             s.dir
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             s.strategy,
             s.evaluations,
+            // Valid new candidates the model wrote; `-` when no model was asked.
+            if s.strategy.starts_with("llm") {
+                s.sources.by_model().to_string()
+            } else {
+                "-".to_string()
+            },
             fmt_score(s.best.as_ref().and_then(|b| b.score)),
             format!("${:.4}", s.usd),
             s.status
@@ -283,6 +289,10 @@ fn render_summary(s: &RunSummary, top: usize) -> String {
         "work      {} evaluations, {} proposals ({rate:.0}% valid), {:.0} s, {} tokens, ${:.4}\n",
         s.evaluations, s.proposals, s.elapsed_seconds, s.tokens, s.usd
     );
+    t += &format!("sources   {}\n", s.sources.describe());
+    if s.strategy.starts_with("llm") && s.sources.by_model() == 0 && s.proposals > 0 {
+        t += "          the model proposed no valid candidate: this run was in truth a random search\n";
+    }
     t += &format!("\ntop {top}:\n");
     for (i, o) in s.ranked.iter().take(top).enumerate() {
         t += &format!(
@@ -321,6 +331,7 @@ fn go(p: Prepared) -> Result<ExitCode> {
     eprintln!("run folder: {}", p.dir.display());
     tracing::info!(dir = %p.dir.display(), message = %p.message, "run starting");
     let dir = p.dir.clone();
+    let model_run = p.exp.settings.strategy.kind.0.uses_model();
     let progress: Box<dyn Progress> = if std::io::stderr().is_terminal() {
         Box::new(Bar::new(p.exp.settings.budget.evaluations))
     } else {
@@ -351,6 +362,14 @@ fn go(p: Prepared) -> Result<ExitCode> {
             .map(|b| format!(" ({})", b.candidate))
             .unwrap_or_default()
     );
+    if outcome.sources.model + outcome.sources.repair > 0 || model_run {
+        eprintln!("proposals: {}", outcome.sources.describe());
+        if outcome.sources.by_model() == 0 {
+            eprintln!(
+                "the model proposed no valid candidate: this run was in truth a random search"
+            );
+        }
+    }
     eprintln!("see `archsmith show {}`", dir.display());
     Ok(ExitCode::SUCCESS)
 }

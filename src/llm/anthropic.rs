@@ -185,6 +185,7 @@ mod tests {
             model: "claude-sonnet-4".into(),
             messages: vec![Message::system("be brief"), Message::user("hi")],
             params: SamplingParams::default(),
+            grammar: None,
         };
         assert_eq!(
             request_body(&req),

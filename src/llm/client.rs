@@ -6,23 +6,35 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::anthropic::AnthropicProvider;
+use super::config::GrammarFormat;
 use super::config::{LlmConfig, ProviderKind};
 use super::cost::{Metered, Price, PriceTable, UsageLedger, UsageTotals};
 use super::error::LlmError;
+use super::local::LocalProvider;
 use super::mock::MockProvider;
 use super::openai::OpenAiProvider;
 use super::provider::ChatProvider;
 use super::record::{RecordWriter, Recording};
 use super::replay::ReplayProvider;
-use super::types::{ChatRequest, ChatResponse, Message, SamplingParams};
+use super::types::{ChatRequest, ChatResponse, GrammarConstraint, Message, SamplingParams};
 
 /// The bare provider named by `cfg.provider`, with the key read through `lookup`.
 pub fn build_provider(
     cfg: &LlmConfig,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Arc<dyn ChatProvider>, LlmError> {
+    build_provider_in(cfg, lookup, &std::env::temp_dir())
+}
+
+/// As [`build_provider`]; a local server started for `provider = "local"` logs into `dir`.
+pub fn build_provider_in(
+    cfg: &LlmConfig,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    dir: &Path,
+) -> Result<Arc<dyn ChatProvider>, LlmError> {
     cfg.validate()?;
     Ok(match cfg.provider {
+        ProviderKind::Local => Arc::new(LocalProvider::from_config(cfg, dir, lookup)?),
         ProviderKind::Openai => Arc::new(OpenAiProvider::from_config(cfg, lookup)?),
         ProviderKind::Anthropic => Arc::new(AnthropicProvider::from_config(cfg, lookup)?),
         ProviderKind::Replay => {
@@ -38,9 +50,10 @@ pub fn build_provider(
 
 /// Default prices, the config's overrides, and free unknown models on a local server.
 pub fn price_table(cfg: &LlmConfig) -> PriceTable {
+    let local = cfg.is_local() || cfg.provider == ProviderKind::Local;
     PriceTable::defaults()
         .with_overrides(&cfg.prices)
-        .with_fallback(cfg.is_local().then_some(Price::FREE))
+        .with_fallback(local.then_some(Price::FREE))
 }
 
 pub struct LlmClient {
@@ -49,6 +62,10 @@ pub struct LlmClient {
     defaults: SamplingParams,
     ledger: Arc<UsageLedger>,
     prices: PriceTable,
+    grammar_format: Option<GrammarFormat>,
+    grammar_depth: Option<usize>,
+    grammar_required: bool,
+    started: Option<String>,
 }
 
 impl fmt::Debug for LlmClient {
@@ -82,16 +99,41 @@ impl LlmClient {
                 cfg.model
             )));
         }
-        let base = build_provider(cfg, lookup)?;
+        let dir = record_to
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(std::env::temp_dir);
+        let local: Option<Arc<LocalProvider>> = match cfg.provider {
+            ProviderKind::Local => Some(Arc::new(LocalProvider::from_config(cfg, &dir, lookup)?)),
+            _ => None,
+        };
+        let started = local.as_ref().map(|l| match l.server() {
+            Some(s) => format!(
+                "started the local model server (llama-server) at {}, log {}; it is stopped when the run ends",
+                s.base_url(),
+                s.log_path().display()
+            ),
+            None => format!("using the local model server already running at {}", l.base_url()),
+        });
+        let base: Arc<dyn ChatProvider> = match local {
+            Some(l) => l,
+            None => build_provider_in(cfg, lookup, &dir)?,
+        };
         let writer = record_to.map(RecordWriter::open).transpose()?;
-        Ok(Self::new(
+        let mut client = Self::new(
             base,
             &cfg.model,
             cfg.sampling(),
             prices,
             cfg.budget.clone(),
             writer,
-        ))
+        );
+        client.grammar_format = cfg.grammar_format();
+        client.grammar_depth = cfg.grammar_depth;
+        client.grammar_required =
+            cfg.constrain == super::config::Constrain::Grammar && client.grammar_format.is_some();
+        client.started = started;
+        Ok(client)
     }
 
     /// Assembles a client around any provider (a mock, in tests of other modules).
@@ -120,7 +162,57 @@ impl LlmClient {
             defaults,
             ledger,
             prices,
+            grammar_format: None,
+            grammar_depth: None,
+            grammar_required: false,
+            started: None,
         }
+    }
+
+    /// Sends the space's grammar in this format with propose and repair calls (`None`: no
+    /// grammar), and bounds its nesting depth.
+    pub fn with_grammar(mut self, format: Option<GrammarFormat>, depth: Option<usize>) -> Self {
+        self.grammar_format = format;
+        self.grammar_depth = depth;
+        self
+    }
+
+    /// The grammar format this client's requests carry, if any.
+    pub fn grammar_format(&self) -> Option<GrammarFormat> {
+        self.grammar_format
+    }
+
+    /// Whether calls must be constrained (`constrain = "grammar"`): a grammar that cannot be
+    /// exported is then an error, not a note.
+    pub fn grammar_required(&self) -> bool {
+        self.grammar_required
+    }
+
+    /// The configured depth bound of the constraining grammar.
+    pub fn grammar_depth(&self) -> Option<usize> {
+        self.grammar_depth
+    }
+
+    /// What the client started (a local model server), to say at the run's start.
+    pub fn started(&self) -> Option<&str> {
+        self.started.as_deref()
+    }
+
+    /// One call with the configured sampling parameters, constrained by `grammar` when given.
+    pub async fn complete_constrained(
+        &self,
+        step: &str,
+        messages: Vec<Message>,
+        grammar: Option<GrammarConstraint>,
+    ) -> Result<ChatResponse, LlmError> {
+        let request = ChatRequest {
+            step: step.to_string(),
+            model: self.model.clone(),
+            messages,
+            params: self.defaults.clone(),
+            grammar,
+        };
+        self.provider.chat(&request).await
     }
 
     /// One call with the configured sampling parameters.
@@ -145,6 +237,7 @@ impl LlmClient {
             model: self.model.clone(),
             messages,
             params,
+            grammar: None,
         };
         self.provider.chat(&request).await
     }

@@ -31,6 +31,9 @@ pub enum ProviderKind {
     Replay,
     /// Canned replies from `mock_replies`, for demos and tests.
     Mock,
+    /// llama.cpp's `llama-server` on 127.0.0.1, started by the run itself when
+    /// `[llm.local] autostart` is on (the default) and stopped at its end.
+    Local,
 }
 
 impl ProviderKind {
@@ -40,6 +43,112 @@ impl ProviderKind {
             Self::Anthropic => "anthropic",
             Self::Replay => "replay",
             Self::Mock => "mock",
+            Self::Local => "local",
+        }
+    }
+}
+
+/// Whether the space's grammar goes with each propose and repair request, to constrain what
+/// the model may write while it writes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Constrain {
+    /// Send it to servers known to take one (llama.cpp, vLLM), not to others.
+    #[default]
+    Auto,
+    /// Always send it; a config whose server takes no grammar is an error.
+    Grammar,
+    /// Never send it.
+    None,
+}
+
+/// What an OpenAI-compatible `base_url` is, where that matters: which grammar field it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerKind {
+    /// OpenAI itself, or a gateway: no arbitrary grammar.
+    Openai,
+    /// llama.cpp's server: GBNF in the request's `grammar` field.
+    Llamacpp,
+    /// vLLM 0.12 or later: Lark in `structured_outputs.grammar`.
+    Vllm,
+    /// Ollama: JSON schemas at most, no grammar.
+    Ollama,
+}
+
+/// The grammar format a request carries, when it carries one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GrammarFormat {
+    Gbnf,
+    Lark,
+}
+
+impl GrammarFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gbnf => "gbnf",
+            Self::Lark => "lark",
+        }
+    }
+}
+
+/// `[llm.local]`: the llama.cpp server a `provider = "local"` run talks to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalConfig {
+    /// Any GGUF model file; default: the model `scripts/setup.sh --llm` installs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_path: Option<PathBuf>,
+    /// SHA-256 the model file must have, checked before the server starts; the installed
+    /// default model's is checked without this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The `llama-server` binary; default: `ARCHSMITH_LLAMA_SERVER`, else the one
+    /// `scripts/setup.sh --llm` builds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<PathBuf>,
+    /// Port on 127.0.0.1; default: a free one when the run starts the server. Needed when
+    /// `autostart` is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// CPU threads of the server.
+    pub threads: usize,
+    /// Context size in tokens.
+    pub ctx: usize,
+    /// Start the server when the run starts and stop it at its end; off: use one already
+    /// running on `port` (e.g. `scripts/llm-server.sh start`).
+    pub autostart: bool,
+    /// Seconds to wait for the server to load the model and answer `/health`.
+    pub start_timeout_secs: f64,
+    /// `completion`: llama.cpp's `/completion` with a plain-text prompt (the default, chosen
+    /// by measurement for a base model with no chat template); `chat`: `/v1/chat/completions`
+    /// with `chat_template` passed to the server.
+    pub endpoint: LocalEndpoint,
+    /// The server's built-in chat template for `endpoint = "chat"` (e.g. `gemma`).
+    pub chat_template: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalEndpoint {
+    Completion,
+    Chat,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        Self {
+            model_path: None,
+            sha256: None,
+            server: None,
+            port: None,
+            threads: 2,
+            ctx: 4096,
+            autostart: true,
+            start_timeout_secs: 120.0,
+            endpoint: LocalEndpoint::Completion,
+            chat_template: "gemma".into(),
         }
     }
 }
@@ -71,9 +180,25 @@ pub struct LlmConfig {
     /// Whole-request timeout, body included.
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: f64,
-    /// Requests in flight at once.
+    /// HTTP requests in flight at once. One strategy step is one model call; a call that
+    /// wants several samples (`samples_per_call` above 1) from a server that ignores `n`
+    /// sends its requests concurrently up to this bound.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Whether propose and repair requests carry the space's grammar (GBNF for llama.cpp,
+    /// Lark for vLLM): `auto`, `grammar` or `none`.
+    #[serde(default)]
+    pub constrain: Constrain,
+    /// For `provider = "openai"` at a custom `base_url`: which server it is (`llamacpp`,
+    /// `vllm`, `ollama`, `openai`), so that `constrain = "auto"` knows its grammar field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerKind>,
+    /// Deepest nesting the constraining grammar allows (default: the space's `max_depth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grammar_depth: Option<usize>,
+    /// For `provider = "local"`: the llama.cpp server and model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalConfig>,
     #[serde(default)]
     pub retry: RetryConfig,
     /// Price overrides and additions, by model name (prefix match, longest wins).
@@ -166,6 +291,10 @@ impl LlmConfig {
             samples_per_call: default_samples(),
             timeout_secs: default_timeout_secs(),
             concurrency: default_concurrency(),
+            constrain: Constrain::Auto,
+            server: None,
+            grammar_depth: None,
+            local: None,
             retry: RetryConfig::default(),
             prices: BTreeMap::new(),
             budget: BudgetConfig::default(),
@@ -178,7 +307,27 @@ impl LlmConfig {
         match provider {
             ProviderKind::Openai => Some("https://api.openai.com/v1"),
             ProviderKind::Anthropic => Some("https://api.anthropic.com"),
-            ProviderKind::Replay | ProviderKind::Mock => None,
+            ProviderKind::Replay | ProviderKind::Mock | ProviderKind::Local => None,
+        }
+    }
+
+    /// `[llm.local]`, or its defaults.
+    pub fn local_settings(&self) -> LocalConfig {
+        self.local.clone().unwrap_or_default()
+    }
+
+    /// The grammar format requests carry, by `constrain`, the provider and `server`: `None`
+    /// sends no grammar.
+    pub fn grammar_format(&self) -> Option<GrammarFormat> {
+        let takes = match (self.provider, self.server) {
+            (ProviderKind::Local, _) => Some(GrammarFormat::Gbnf),
+            (ProviderKind::Openai, Some(ServerKind::Llamacpp)) => Some(GrammarFormat::Gbnf),
+            (ProviderKind::Openai, Some(ServerKind::Vllm)) => Some(GrammarFormat::Lark),
+            _ => None,
+        };
+        match self.constrain {
+            Constrain::None => None,
+            Constrain::Auto | Constrain::Grammar => takes,
         }
     }
 
@@ -186,12 +335,20 @@ impl LlmConfig {
         match provider {
             ProviderKind::Openai => Some("OPENAI_API_KEY"),
             ProviderKind::Anthropic => Some("ANTHROPIC_API_KEY"),
-            ProviderKind::Replay | ProviderKind::Mock => None,
+            ProviderKind::Replay | ProviderKind::Mock | ProviderKind::Local => None,
         }
     }
 
-    /// The base URL in use, without a trailing slash.
+    /// The base URL in use, without a trailing slash. For `provider = "local"` it is known
+    /// only once the server has a port (a configured one, or a free one at start).
     pub fn resolved_base_url(&self) -> Option<String> {
+        if self.provider == ProviderKind::Local {
+            let port = self.local.as_ref().and_then(|l| l.port);
+            return Some(match port {
+                Some(p) => format!("http://127.0.0.1:{p}"),
+                None => "http://127.0.0.1".into(),
+            });
+        }
         self.base_url
             .as_deref()
             .or(Self::default_base_url(self.provider))
@@ -292,7 +449,47 @@ impl LlmConfig {
                 ));
             }
         }
+        if self.grammar_depth == Some(0) {
+            return bad("`grammar_depth` must be at least 1".into());
+        }
+        if self.constrain == Constrain::Grammar
+            && self.grammar_format().is_none()
+            && !matches!(self.provider, ProviderKind::Replay | ProviderKind::Mock)
+        {
+            return bad(format!(
+                "`constrain = \"grammar\"` needs a server that takes a grammar: provider \"local\", or provider \"openai\" with `server = \"llamacpp\"` or `server = \"vllm\"` (provider is {}{})",
+                self.provider.name(),
+                self.server.map(|s| format!(", server {s:?}")).unwrap_or_default()
+            ));
+        }
+        if let Some(l) = &self.local {
+            if l.threads == 0 {
+                return bad("`local.threads` must be at least 1".into());
+            }
+            if l.ctx < 512 {
+                return bad(format!("`local.ctx` = {} must be at least 512", l.ctx));
+            }
+            if !(l.start_timeout_secs.is_finite() && l.start_timeout_secs > 0.0) {
+                return bad("`local.start_timeout_secs` must be a positive number".into());
+            }
+            if l.port == Some(0) {
+                return bad("`local.port` must not be 0; leave it out for a free port".into());
+            }
+            if let Some(h) = &l.sha256 {
+                if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return bad(format!("`local.sha256` = {h:?} is not 64 hex digits"));
+                }
+            }
+        }
         match self.provider {
+            ProviderKind::Local
+                if !self.local_settings().autostart && self.local_settings().port.is_none() =>
+            {
+                bad(
+                    "`local.autostart = false` needs `local.port`, the port of the running server"
+                        .into(),
+                )
+            }
             ProviderKind::Replay if self.replay_path.is_none() => {
                 bad("`provider = \"replay\"` needs `replay_path`, the llm.jsonl to replay".into())
             }

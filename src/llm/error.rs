@@ -130,6 +130,11 @@ pub enum LlmError {
 
     #[error("invalid language-model config: {0}")]
     Config(String),
+
+    /// The model server went away (a local server that exited or stopped answering): the
+    /// run pauses, to be resumed once it is back.
+    #[error("{provider}: {message}")]
+    Unavailable { provider: String, message: String },
 }
 
 impl LlmError {
@@ -158,6 +163,7 @@ impl LlmError {
             Self::BudgetExhausted { .. }
             | Self::MissingApiKey { .. }
             | Self::Config(_)
+            | Self::Unavailable { .. }
             | Self::ReplayMiss { .. }
             | Self::MockExhausted { .. } => 0,
             _ => 1,
@@ -183,6 +189,7 @@ impl LlmError {
             Self::Io { .. } => "io",
             Self::MockExhausted { .. } => "mock_exhausted",
             Self::Config(_) => "config",
+            Self::Unavailable { .. } => "unavailable",
         }
     }
 }

@@ -156,6 +156,7 @@ mod tests {
                 n,
                 ..Default::default()
             },
+            grammar: None,
         }
     }
 

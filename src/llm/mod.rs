@@ -16,6 +16,7 @@ mod config;
 mod cost;
 mod error;
 mod http;
+pub mod local;
 mod mock;
 mod openai;
 pub mod prompt;
@@ -29,11 +30,15 @@ pub mod space_prompt;
 mod types;
 
 pub use anthropic::{AnthropicProvider, ANTHROPIC_VERSION, DEFAULT_MAX_TOKENS};
-pub use client::{build_provider, price_table, LlmClient};
-pub use config::{BudgetConfig, LlmConfig, ProviderKind, RetryConfig, RETRY_SCALE_ENV};
+pub use client::{build_provider, build_provider_in, price_table, LlmClient};
+pub use config::{
+    BudgetConfig, Constrain, GrammarFormat, LlmConfig, LocalConfig, LocalEndpoint, ProviderKind,
+    RetryConfig, ServerKind, RETRY_SCALE_ENV,
+};
 pub use cost::{Metered, Price, PriceTable, UsageLedger, UsageTotals};
 pub use error::{BudgetLimit, LlmError};
 pub use http::HttpSettings;
+pub use local::{LocalProvider, LocalServer};
 pub use mock::MockProvider;
 pub use openai::OpenAiProvider;
 pub use provider::ChatProvider;
@@ -44,6 +49,6 @@ pub use record::{
 pub use replay::{diff_view, ReplayProvider};
 pub use secret::{redact_url, ApiKey};
 pub use types::{
-    CanonicalRequest, ChatRequest, ChatResponse, Choice, FinishReason, Message, Role,
-    SamplingParams, TokenUsage,
+    CanonicalRequest, ChatRequest, ChatResponse, Choice, FinishReason, GrammarConstraint, Message,
+    Role, SamplingParams, TokenUsage,
 };

@@ -7,7 +7,7 @@ use reqwest::header::{HeaderMap, AUTHORIZATION};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::config::LlmConfig;
+use super::config::{GrammarFormat, LlmConfig};
 use super::error::LlmError;
 use super::http::{secret_header, HttpCore, HttpSettings};
 use super::provider::ChatProvider;
@@ -77,6 +77,17 @@ pub(crate) fn request_body(req: &ChatRequest, n: u32) -> Value {
     if n > 1 {
         body.insert("n".into(), json!(n));
     }
+    // Only set when the client knows the server takes it (`[llm] server`).
+    if let Some(g) = &req.grammar {
+        match g.format {
+            GrammarFormat::Gbnf => {
+                body.insert("grammar".into(), json!(&*g.text));
+            }
+            GrammarFormat::Lark => {
+                body.insert("structured_outputs".into(), json!({"grammar": &*g.text}));
+            }
+        }
+    }
     Value::Object(body)
 }
 
@@ -116,6 +127,12 @@ pub(crate) struct Parsed {
     choices: Vec<Choice>,
     usage: TokenUsage,
     model: Option<String>,
+}
+
+impl Parsed {
+    pub(crate) fn into_parts(self) -> (Vec<Choice>, TokenUsage) {
+        (self.choices, self.usage)
+    }
 }
 
 pub(crate) fn parse_body(body: &[u8]) -> Result<Parsed, LlmError> {
@@ -168,7 +185,8 @@ impl ChatProvider for OpenAiProvider {
     }
 
     /// Asks for all `n` samples at once. Servers that ignore `n` (llama.cpp, Ollama and
-    /// others return one choice) are asked again for the rest, at most `n` requests in all.
+    /// others return one choice) are asked for the rest with one request each, sent
+    /// concurrently: at most `n` requests in all.
     async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
         let wanted = request.params.n.max(1) as usize;
         tracing::debug!(provider = NAME, step = %request.step, model = %request.model, n = wanted, "chat request");
@@ -178,19 +196,31 @@ impl ChatProvider for OpenAiProvider {
             attempts: 0,
             model: None,
         };
-        for _ in 0..wanted {
-            let missing = wanted - out.choices.len();
-            let body = request_body(request, missing as u32);
-            let (parsed, attempts) = self
-                .core
-                .post("/chat/completions", &body, &request.model, parse_body)
-                .await?;
-            out.attempts += attempts;
-            out.usage += parsed.usage;
-            out.model = out.model.or(parsed.model);
-            out.choices.extend(parsed.choices.into_iter().take(missing));
-            if out.choices.len() >= wanted {
-                break;
+        let body = request_body(request, wanted as u32);
+        let (parsed, attempts) = self
+            .core
+            .post("/chat/completions", &body, &request.model, parse_body)
+            .await?;
+        out.attempts += attempts;
+        out.usage += parsed.usage;
+        out.model = parsed.model;
+        out.choices.extend(parsed.choices.into_iter().take(wanted));
+        // The rest one by one, concurrently up to `concurrency` (the transport's limit),
+        // collected in order so that the reply does not depend on which finished first.
+        let missing = wanted - out.choices.len();
+        if missing > 0 {
+            let body = request_body(request, 1);
+            let rest = futures_util::future::join_all((0..missing).map(|_| {
+                self.core
+                    .post("/chat/completions", &body, &request.model, parse_body)
+            }))
+            .await;
+            for r in rest {
+                let (parsed, attempts) = r?;
+                out.attempts += attempts;
+                out.usage += parsed.usage;
+                out.model = out.model.or(parsed.model);
+                out.choices.extend(parsed.choices.into_iter().take(1));
             }
         }
         Ok(out)
@@ -214,6 +244,7 @@ mod tests {
                 max_tokens: Some(9),
                 n: 1,
             },
+            grammar: None,
         };
         assert_eq!(
             request_body(&req, 1),

@@ -44,6 +44,10 @@ pub struct ExchangeRecord {
     pub cost_usd: Option<f64>,
     pub latency_ms: u64,
     pub attempts: u32,
+    /// The grammar format the request was constrained with (`gbnf`, `lark`); absent when it
+    /// was not constrained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constrained: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,6 +214,10 @@ impl ChatProvider for Recording {
             usage,
             latency_ms,
             attempts,
+            constrained: request
+                .grammar
+                .as_ref()
+                .map(|g| g.format.name().to_string()),
         });
         // A reply that cannot be recorded is not handed out: replay would diverge from it.
         self.writer.append(&record).await?;

@@ -360,8 +360,15 @@ fn standalone_number(text: &str) -> Option<f64> {
     let mut words = text.split_whitespace();
     let mut word = words.next()?;
     // A hedge before the number is how models write it ("about 0.7").
-    if ["about", "approximately", "approx.", "around", "roughly", "≈"]
-        .contains(&word.to_lowercase().as_str())
+    if [
+        "about",
+        "approximately",
+        "approx.",
+        "around",
+        "roughly",
+        "≈",
+    ]
+    .contains(&word.to_lowercase().as_str())
     {
         word = words.next()?;
     }
@@ -657,7 +664,10 @@ mod tests {
         assert_eq!(standalone_number("83%"), Some(83.0));
         assert_eq!(standalone_number("<img src=x onerror=alert(5)>"), None);
         assert_eq!(standalone_number("about 0.8"), Some(0.8));
-        assert_eq!(standalone_number("about <img src=x onerror=alert(5)>"), None);
+        assert_eq!(
+            standalone_number("about <img src=x onerror=alert(5)>"),
+            None
+        );
         assert_eq!(standalone_number("score 0.8"), None);
         assert_eq!(standalone_number("inf"), None);
         assert_eq!(standalone_number("NaN"), None);

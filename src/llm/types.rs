@@ -75,6 +75,19 @@ pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<Message>,
     pub params: SamplingParams,
+    /// The grammar the server is to constrain decoding to, when the client sends one. Not
+    /// part of the hash: it is a function of the space and the reply shape, so a recorded run
+    /// replays whether or not the replaying client would send it; `llm.jsonl` records that
+    /// it was sent (`constrained`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grammar: Option<GrammarConstraint>,
+}
+
+/// A grammar for constrained decoding, in the format the server takes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrammarConstraint {
+    pub format: super::config::GrammarFormat,
+    pub text: std::sync::Arc<str>,
 }
 
 /// The part of a request that determines the reply; this is what is hashed and recorded.
@@ -248,6 +261,7 @@ mod tests {
                 temperature: temp,
                 ..Default::default()
             },
+            grammar: None,
         }
     }
 

@@ -68,8 +68,11 @@ pub struct RunInfo {
     pub model_calls: u64,
     pub tokens: u64,
     pub usd: f64,
-    /// Whether a language model proposed any candidate.
+    /// Whether the strategy asks a language model (whether or not it proposed anything).
     pub model_driven: bool,
+    /// Where the proposals came from: the model (first try, repair), random samples,
+    /// other operators, duplicates.
+    pub sources: crate::run::Sources,
     pub best_hash: Option<String>,
     pub best_score: Option<f64>,
 }
@@ -112,6 +115,8 @@ pub struct RoundShare {
     pub valid: u64,
     /// Valid after the model repaired an invalid proposal.
     pub repaired: u64,
+    /// Valid and new, drawn at random (a model strategy's fallback or ranking pool).
+    pub sampled: u64,
     /// Valid but already evaluated or queued.
     pub duplicate: u64,
     /// Rejected by the validator.
@@ -197,6 +202,7 @@ pub fn build(id: &str, events: &[Event], records: &[LlmRecord], maximize: bool) 
         tokens: 0,
         usd: 0.0,
         model_driven: false,
+        sources: Default::default(),
         best_hash: None,
         best_score: None,
     };
@@ -214,6 +220,9 @@ pub fn build(id: &str, events: &[Event], records: &[LlmRecord], maximize: bool) 
                     info.task = r.task.clone();
                     info.seed = r.seed;
                 }
+                if r.strategy.starts_with("llm") {
+                    info.model_driven = true;
+                }
                 info.sessions = info.sessions.max(r.session);
             }
             Event::Proposal(p) => {
@@ -227,12 +236,16 @@ pub fn build(id: &str, events: &[Event], records: &[LlmRecord], maximize: bool) 
                 let Some(p) = proposals.get(&v.id) else {
                     continue;
                 };
+                info.sources.add(p, v.verdict);
                 let r = rounds.entry(p.round).or_insert_with(|| RoundShare {
                     round: p.round,
                     ..Default::default()
                 });
                 match v.verdict {
                     Verdict::Valid if p.origin == Origin::Repair => r.repaired += 1,
+                    Verdict::Valid if p.origin == Origin::Sample && p.llm_step.is_none() => {
+                        r.sampled += 1
+                    }
                     Verdict::Valid => r.valid += 1,
                     Verdict::Duplicate => r.duplicate += 1,
                     Verdict::Invalid => {
@@ -473,16 +486,17 @@ pub fn text_extras(r: &Report) -> String {
         }
     }
     if r.run.model_driven && !r.rounds.is_empty() {
-        let (mut v, mut rep, mut d, mut inv) = (0, 0, 0, 0);
+        let (mut v, mut rep, mut sm, mut d, mut inv) = (0, 0, 0, 0, 0);
         for x in &r.rounds {
             v += x.valid;
             rep += x.repaired;
+            sm += x.sampled;
             d += x.duplicate;
             inv += x.invalid;
         }
         let _ = writeln!(
             t,
-            "\nproposals over {} steps: {v} valid, {rep} repaired, {d} duplicate, {inv} rejected",
+            "\nproposals over {} steps: {v} valid, {rep} repaired, {sm} random samples, {d} duplicate, {inv} rejected",
             r.rounds.len()
         );
     }

@@ -55,6 +55,18 @@ pub fn render(r: &Report) -> String {
         i.seed,
         if i.maximize { "maximise" } else { "minimise" }
     );
+    if i.model_driven {
+        let _ = writeln!(
+            b,
+            "<p class=\"meta\">where the proposals came from: {}{}</p>",
+            esc(&i.sources.describe()),
+            if i.sources.by_model() == 0 {
+                " &middot; <b>the model proposed no valid candidate: this run was a random search</b>"
+            } else {
+                ""
+            }
+        );
+    }
     let _ = writeln!(
         b,
         "<p class=\"meta\">status <b>{}</b> ({}) &middot; {} session(s) &middot; {} proposals, {} invalid &middot; {} evaluations, {} failed &middot; {:.0} s &middot; {} model calls, {} tokens, ${:.4}</p>",
@@ -205,13 +217,27 @@ pub fn render(r: &Report) -> String {
             .map(|x| {
                 (
                     format!("step {}", x.round),
-                    vec![x.valid, x.repaired, x.duplicate, x.invalid, x.skipped],
+                    vec![
+                        x.valid,
+                        x.repaired,
+                        x.sampled,
+                        x.duplicate,
+                        x.invalid,
+                        x.skipped,
+                    ],
                 )
             })
             .collect();
         b += &stacked_bars(
             "Proposals per step",
-            &["valid", "repaired", "duplicate", "rejected", "skipped"],
+            &[
+                "valid",
+                "repaired",
+                "random sample",
+                "duplicate",
+                "rejected",
+                "skipped",
+            ],
             &rows,
         );
         let mut c = Chart::new("Predicted against achieved", "achieved score", "predicted");

@@ -469,12 +469,25 @@ impl Settings {
     pub fn settle_strategy(&mut self, lookup: &dyn Fn(&str) -> Option<String>) -> String {
         let kind = self.strategy.kind.0;
         if kind != StrategyKind::Auto {
+            if kind.uses_model() {
+                if let Some(why) = self.settle_local(lookup) {
+                    return format!("strategy {} (as configured): {why}", kind.name());
+                }
+            }
             return format!("strategy {} (as configured)", kind.name());
+        }
+        if let Some(why) = self.settle_local(lookup) {
+            self.strategy.kind = StrategyKindField(StrategyKind::Llm);
+            return format!("strategy llm (auto): {why}");
         }
         let (chosen, why) = match &self.llm {
             None => (
                 StrategyKind::Evolution,
                 "no [llm] section is configured".to_string(),
+            ),
+            Some(l) if l.provider == ProviderKind::Local => (
+                StrategyKind::Llm,
+                "the [llm] provider is the local model server".to_string(),
             ),
             Some(l) if matches!(l.provider, ProviderKind::Mock | ProviderKind::Replay) => (
                 StrategyKind::Llm,
@@ -500,7 +513,7 @@ impl Settings {
                 Err(_) => (
                     StrategyKind::Evolution,
                     format!(
-                        "{} is not set, so no language model is used (set it to use {})",
+                        "{} is not set and no local model is installed, so no language model is used (set it to use {}, or install a local model with `scripts/setup.sh --llm`)",
                         l.key_env_name().unwrap_or_default(),
                         l.model
                     ),
@@ -509,6 +522,35 @@ impl Settings {
         };
         self.strategy.kind = StrategyKindField(chosen);
         format!("strategy {} (auto): {why}", chosen.name())
+    }
+
+    /// No key for the configured network provider, but the local model installed: the
+    /// `[llm]` section becomes the local server's (sampling settings kept), and the reason.
+    fn settle_local(&mut self, lookup: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+        let l = self.llm.as_ref()?;
+        if !matches!(l.provider, ProviderKind::Openai | ProviderKind::Anthropic)
+            || l.resolve_key(lookup).is_ok()
+        {
+            return None;
+        }
+        let (_, model) = crate::llm::local::installed(lookup)?;
+        let mut local = LlmConfig::new(ProviderKind::Local, "gemma-3-270m");
+        local.temperature = l.temperature;
+        local.top_p = l.top_p;
+        local.max_tokens = l.max_tokens;
+        local.samples_per_call = l.samples_per_call;
+        local.constrain = l.constrain;
+        local.grammar_depth = l.grammar_depth;
+        // A 2-core machine answers a propose call in tens of seconds.
+        local.timeout_secs = l.timeout_secs.max(600.0);
+        local.local = Some(l.local_settings());
+        let why = format!(
+            "{} is not set, so the local model {} proposes candidates on llama.cpp's server, started for this run",
+            l.key_env_name().unwrap_or_default(),
+            model.display()
+        );
+        self.llm = Some(local);
+        Some(why)
     }
 
     /// The settings as the run folder keeps them.
@@ -682,6 +724,28 @@ mod tests {
         let why = s.settle_strategy(&|_| None);
         assert_eq!(s.strategy.kind.0, StrategyKind::Evolution);
         assert!(why.contains("OPENAI_API_KEY is not set"), "{why}");
+        assert!(why.contains("scripts/setup.sh --llm"), "{why}");
+        // With the local model installed (here: two files where ARCHSMITH_LLM_HOME says).
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(home.path().join("bin")).unwrap();
+        std::fs::create_dir_all(home.path().join("models")).unwrap();
+        std::fs::write(home.path().join("bin/llama-server"), "").unwrap();
+        std::fs::write(
+            home.path()
+                .join("models")
+                .join(crate::llm::local::DEFAULT_MODEL_FILE),
+            "",
+        )
+        .unwrap();
+        let h = home.path().to_string_lossy().into_owned();
+        let mut s = Settings::load(None).unwrap();
+        let why = s.settle_strategy(&|v| (v == "ARCHSMITH_LLM_HOME").then(|| h.clone()));
+        assert_eq!(s.strategy.kind.0, StrategyKind::Llm);
+        assert_eq!(
+            s.llm.as_ref().map(|l| l.provider),
+            Some(ProviderKind::Local)
+        );
+        assert!(why.contains("local model"), "{why}");
         let mut s = Settings::load(None).unwrap();
         let why = s.settle_strategy(&|v| (v == "OPENAI_API_KEY").then(|| "sk-x".into()));
         assert_eq!(s.strategy.kind.0, StrategyKind::Llm);

@@ -20,7 +20,7 @@ pub use config::{ConfigError, Experiment, Overrides, Settings, StrategyKind};
 pub use journal::{read_journal, Event, Journal, JournalError, JournalRead};
 pub use runner::{
     evaluate_with, Evaluation, Evaluator, FakeEvaluator, NoProgress, Outcome, Progress, Recovered,
-    RunError, Runner, Status, TchEvaluator,
+    RunError, Runner, Sources, Status, TchEvaluator,
 };
 
 pub use lock::{LockError, RunLock};
@@ -98,6 +98,7 @@ pub fn prepare_new(
         .with_context(|| format!("cannot write {}", dir.join("config.toml").display()))?;
     let journal = Journal::create(&dir.join("journal.jsonl"))?;
     let llm = model_client(&exp, &dir, lookup)?;
+    let message = with_started(why, llm.as_deref());
     Ok(Prepared {
         state: Recovered {
             history: crate::search::History::new(exp.maximize()),
@@ -106,7 +107,7 @@ pub fn prepare_new(
         exp,
         dir,
         run_id,
-        message: why,
+        message,
         mode: "new",
         journal,
         lock,
@@ -156,6 +157,7 @@ pub fn prepare_resume(dir: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Re
     }
     let journal = Journal::open_append(&jpath, read.good_len)?;
     let llm = model_client(&exp, dir, lookup)?;
+    let message = with_started(message, llm.as_deref());
     let usage_before = recorded_usage(&dir.join("llm.jsonl"));
     let run_id = dir
         .file_name()
@@ -375,6 +377,14 @@ pub fn build_strategy<'a>(
     })
 }
 
+/// The run's opening message, with what the model client started (a local server).
+fn with_started(message: String, llm: Option<&LlmClient>) -> String {
+    match llm.and_then(LlmClient::started) {
+        Some(s) => format!("{message}\n{s}"),
+        None => message,
+    }
+}
+
 /// The model client, recording to the run's `llm.jsonl`, when the strategy uses a model.
 fn model_client(
     exp: &Experiment,
@@ -475,6 +485,8 @@ pub struct RunSummary {
     pub evaluations: u64,
     pub proposals: u64,
     pub invalid: u64,
+    /// Where the proposals came from.
+    pub sources: Sources,
     pub best: Option<Observation>,
     pub tokens: u64,
     pub usd: f64,
@@ -534,6 +546,7 @@ pub fn summary(dir: &Path) -> Result<RunSummary> {
         evaluations: state.evaluations,
         proposals: state.proposals,
         invalid: state.invalid,
+        sources: state.sources,
         best: h.best().cloned(),
         tokens,
         usd,

@@ -212,6 +212,70 @@ pub struct Queued {
     pub eval: Option<u64>,
 }
 
+/// Where a run's proposals came from, so that a model run that was in truth a random search
+/// says so: the model's first tries and repairs apart from random samples (a strategy's own,
+/// or a model strategy's fallback), other operators, and duplicates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Sources {
+    /// Candidates the model wrote at the first try, and how many of them were valid and new.
+    pub model: u64,
+    pub model_valid: u64,
+    /// Candidates the model wrote when asked to repair one, and how many were valid and new.
+    pub repair: u64,
+    pub repair_valid: u64,
+    /// Valid new candidates drawn from the grammar at random (for a model strategy: its
+    /// fallback when the model gave nothing usable, or its ranking pool).
+    pub samples: u64,
+    /// Valid new candidates of other operators (mutation, crossover, seeds) with no model.
+    pub other: u64,
+    /// Valid candidates proposed before in the run.
+    pub duplicates: u64,
+}
+
+impl Sources {
+    /// Counts one proposal with its verdict.
+    pub fn add(&mut self, p: &ProposalEvent, verdict: Verdict) {
+        let valid = verdict == Verdict::Valid;
+        if verdict == Verdict::Duplicate {
+            self.duplicates += 1;
+        }
+        match (p.origin, p.llm_step.is_some()) {
+            (crate::search::Origin::Repair, _) => {
+                self.repair += 1;
+                self.repair_valid += valid as u64;
+            }
+            (_, true) => {
+                self.model += 1;
+                self.model_valid += valid as u64;
+            }
+            (crate::search::Origin::Sample, false) => self.samples += valid as u64,
+            (_, false) => self.other += valid as u64,
+        }
+    }
+
+    /// Valid new candidates the model wrote, first try or repaired.
+    pub fn by_model(&self) -> u64 {
+        self.model_valid + self.repair_valid
+    }
+
+    /// One line: `model 3 valid of 8 first tries, 1 of 4 repairs; 5 random samples; ...`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.model + self.repair > 0 {
+            parts.push(format!(
+                "model {} valid of {} first tries, {} valid of {} repairs",
+                self.model_valid, self.model, self.repair_valid, self.repair
+            ));
+        }
+        parts.push(format!("{} random samples", self.samples));
+        if self.other > 0 {
+            parts.push(format!("{} by mutation, crossover or seeds", self.other));
+        }
+        parts.push(format!("{} duplicates", self.duplicates));
+        parts.join("; ")
+    }
+}
+
 /// The loop's state as the journal has it.
 #[derive(Debug, Default)]
 pub struct Recovered {
@@ -234,6 +298,8 @@ pub struct Recovered {
     pub in_flight: Vec<(u64, String)>,
     pub proposals: u64,
     pub invalid: u64,
+    /// Where the proposals came from.
+    pub sources: Sources,
     /// Whether the last session finished normally, and how.
     pub finished: Option<RunFinished>,
 }
@@ -262,11 +328,16 @@ impl Recovered {
                     r.proposals += 1;
                     proposals.insert(p.id, p.clone());
                 }
-                Event::Validation(v) => match v.verdict {
-                    Verdict::Valid => valid.push(v.id),
-                    Verdict::Invalid => r.invalid += 1,
-                    Verdict::Duplicate | Verdict::Skipped => {}
-                },
+                Event::Validation(v) => {
+                    if let Some(p) = proposals.get(&v.id) {
+                        r.sources.add(p, v.verdict);
+                    }
+                    match v.verdict {
+                        Verdict::Valid => valid.push(v.id),
+                        Verdict::Invalid => r.invalid += 1,
+                        Verdict::Duplicate | Verdict::Skipped => {}
+                    }
+                }
                 Event::Note(n) => r.next_round = r.next_round.max(n.round + 1),
                 Event::TrainStarted(t) => {
                     epochs.remove(&t.eval);
@@ -358,6 +429,8 @@ pub struct Outcome {
     pub reason: String,
     pub evaluations: u64,
     pub best: Option<Observation>,
+    /// Where this run's proposals came from (all sessions).
+    pub sources: Sources,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -447,6 +520,8 @@ pub struct Runner<'a> {
     stop: Option<Stop>,
     started: Instant,
     stall: u64,
+    /// Rounds in a row in which a model strategy fell back to random samples.
+    fell_back: u64,
     starts: u64,
 }
 
@@ -505,6 +580,7 @@ impl<'a> Runner<'a> {
             stop: None,
             started: Instant::now(),
             stall: 0,
+            fell_back: 0,
             starts: 0,
         })
     }
@@ -656,6 +732,7 @@ impl<'a> Runner<'a> {
             reason,
             evaluations: self.state.evaluations,
             best,
+            sources: self.state.sources,
         })
     }
 
@@ -795,6 +872,15 @@ impl<'a> Runner<'a> {
                     reason: msg,
                 })
             }
+            // The model server went away: pause like a run whose Ray head went away, keeping
+            // the queue, so that `resume` goes on once it is back.
+            Err(SearchError::Llm(e @ crate::llm::LlmError::Unavailable { .. })) => {
+                self.stop = Some(Stop::Fail(RunError::Paused {
+                    dir: self.dir.display().to_string(),
+                    reason: e.to_string(),
+                }));
+                return Ok(());
+            }
             Err(SearchError::Exhausted) => Some(Stop::End {
                 status: "exhausted".into(),
                 reason: SearchError::Exhausted.to_string(),
@@ -867,6 +953,8 @@ impl<'a> Runner<'a> {
                 .map_err(|e| SearchError::Other(e.to_string()))?;
         }
         let proposals = result?;
+        self.watch_fallback(round, &proposals)
+            .map_err(|e| SearchError::Other(e.to_string()))?;
         let mut queued = 0;
         for p in proposals {
             queued += self
@@ -874,6 +962,40 @@ impl<'a> Runner<'a> {
                 .map_err(|e| SearchError::Other(e.to_string()))?;
         }
         Ok(queued)
+    }
+
+    /// Counts rounds in a row in which a model strategy's model gave nothing valid and the
+    /// round was filled with random samples, and warns at 3 in a row (and every 3 after): a
+    /// run that says `llm` but is in truth a random search should say so while it runs.
+    fn watch_fallback(&mut self, round: u64, proposals: &[Proposal]) -> Result<(), RunError> {
+        use crate::search::Origin;
+        if self.llm.is_none() || proposals.is_empty() {
+            return Ok(());
+        }
+        let l = &self.exp.settings.strategy.llm;
+        if !l.warm_start && self.state.history.len() < l.initial {
+            // The initial random samples before the model is first asked.
+            return Ok(());
+        }
+        let model_valid = proposals
+            .iter()
+            .any(|p| matches!(p.origin, Origin::Model | Origin::Repair) && p.checked.is_ok());
+        let sampled = proposals.iter().any(|p| p.origin == Origin::Sample);
+        if model_valid || !sampled {
+            self.fell_back = 0;
+            return Ok(());
+        }
+        self.fell_back += 1;
+        if self.fell_back.is_multiple_of(3) {
+            let n = format!(
+                "warning: {} rounds in a row fell back to random samples: the model proposed no valid candidate (see the notes in journal.jsonl and the replies in llm.jsonl); this part of the run is a random search",
+                self.fell_back
+            );
+            tracing::warn!("{n}");
+            self.progress.message(&n);
+            self.log(Event::Note(NoteEvent { round, message: n }))?;
+        }
+        Ok(())
     }
 
     fn record_proposal(&mut self, round: u64, p: Proposal) -> Result<usize, RunError> {
@@ -919,6 +1041,20 @@ impl<'a> Runner<'a> {
             ),
             (Ok(_), None) => unreachable!("a valid proposal has a hash"),
         };
+        self.state.sources.add(
+            &ProposalEvent {
+                id,
+                round,
+                origin: p.origin,
+                text: String::new(),
+                hash: None,
+                parents: Vec::new(),
+                plan: None,
+                llm_step: p.llm_step.clone(),
+                predicted: None,
+            },
+            verdict,
+        );
         let a = p.checked.as_ref().ok().map(|(_, a)| a);
         self.log(Event::Validation(ValidationEvent {
             id,

@@ -13,9 +13,11 @@ use crate::llm::prompt::{
 };
 use crate::llm::reply::parse_predictions;
 use crate::llm::space_prompt::{check_reply, grammar_text, repair_context, Verdict};
-use crate::llm::{LlmClient, Message};
+use crate::llm::{GrammarConstraint, GrammarFormat, LlmClient, Message};
+use crate::space::{export_cfg, CfgFormat, CfgOptions, ReplyShape};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -75,6 +77,8 @@ pub struct Model {
     pub client: Arc<LlmClient>,
     pub prompts: Prompts,
     rt: tokio::runtime::Runtime,
+    /// Exported grammars by reply shape (`None`: the export failed, said once in a note).
+    grammars: RefCell<HashMap<(usize, bool), Option<GrammarConstraint>>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -95,16 +99,68 @@ impl Model {
             client,
             prompts,
             rt,
+            grammars: RefCell::new(HashMap::new()),
         })
     }
 
-    /// One call: the system prompt and `user`; the texts of the choices.
+    /// The grammar to constrain a reply of `shape` with, when the client sends grammars: the
+    /// space's grammar, depth-bounded, with the reply format around the candidates. An
+    /// export that fails leaves the call unconstrained, with a note (once per shape).
+    fn grammar_for(
+        &self,
+        ctx: &mut Context<'_>,
+        shape: Option<ReplyShape>,
+    ) -> Result<Option<GrammarConstraint>, SearchError> {
+        let (Some(format), Some(shape)) = (self.client.grammar_format(), shape) else {
+            return Ok(None);
+        };
+        let key = (shape.k, shape.predicted);
+        if let Some(g) = self.grammars.borrow().get(&key) {
+            return Ok(g.clone());
+        }
+        let cfg_format = match format {
+            GrammarFormat::Gbnf => CfgFormat::Gbnf,
+            GrammarFormat::Lark => CfgFormat::Lark,
+        };
+        let max_depth = ctx.space.grammar.max_depth;
+        let opts = CfgOptions {
+            depth: self.client.grammar_depth().map(|d| d.min(max_depth)),
+            reply: Some(shape),
+        };
+        let g = match export_cfg(&ctx.space.grammar, cfg_format, &opts) {
+            Ok(text) => Some(GrammarConstraint {
+                format,
+                text: text.into(),
+            }),
+            Err(e) if self.client.grammar_required() => {
+                return Err(SearchError::Other(format!(
+                    "`constrain = \"grammar\"`, but the grammar of space {} cannot be exported for constrained decoding: {e}",
+                    ctx.space.name()
+                )))
+            }
+            Err(e) => {
+                ctx.notes.push(format!(
+                    "the grammar of space {} cannot be exported for constrained decoding ({e}); model calls go unconstrained",
+                    ctx.space.name()
+                ));
+                None
+            }
+        };
+        self.grammars.borrow_mut().insert(key, g.clone());
+        Ok(g)
+    }
+
+    /// One call: the system prompt and `user`; the texts of the choices. `shape`: the reply
+    /// format the prompt asks for, which constrains decoding when the server takes a grammar
+    /// (`None` for replies that are not candidates: plans, predictions).
     pub fn ask(
         &self,
-        ctx: &Context<'_>,
+        ctx: &mut Context<'_>,
         step: &str,
         user: String,
+        shape: Option<ReplyShape>,
     ) -> Result<Vec<String>, SearchError> {
+        let grammar = self.grammar_for(ctx, shape)?;
         let system = self.prompts.system(&SystemContext {
             space_name: ctx.space.name().to_string(),
             metric: ctx.metric.to_string(),
@@ -112,7 +168,9 @@ impl Model {
         })?;
         let messages = vec![Message::system(system), Message::user(user)];
         tracing::debug!(step, "model call");
-        let resp = self.rt.block_on(self.client.complete(step, messages))?;
+        let resp = self
+            .rt
+            .block_on(self.client.complete_constrained(step, messages, grammar))?;
         Ok(resp.choices.into_iter().map(|c| c.text).collect())
     }
 
@@ -162,7 +220,7 @@ impl Model {
                         let rstep = format!("{step}.repair{}.{attempt}", i + 1);
                         let rc = repair_context(ctx.task, ctx.space, &candidate, &message);
                         let text = self.prompts.repair(&rc)?;
-                        let texts = self.ask(ctx, &rstep, text)?;
+                        let texts = self.ask(ctx, &rstep, text, Some(ReplyShape::repair()))?;
                         let Some(reply) = texts.first() else { break };
                         let fixed = match check_reply(ctx.space, reply, ctx.input, &ctx.check) {
                             Ok(r) => r,
@@ -274,7 +332,7 @@ impl LlmStrategy {
         };
         let text = self.model.prompts.render("plans.j2", &view)?;
         let step = format!("r{}.plans", ctx.round);
-        let replies = self.model.ask(ctx, &step, text)?;
+        let replies = self.model.ask(ctx, &step, text, None)?;
         let plans = parse_plans(replies.first().map(String::as_str).unwrap_or(""));
         if plans.is_empty() {
             ctx.notes
@@ -301,7 +359,7 @@ impl LlmStrategy {
         };
         let text = self.model.prompts.predict(&pc)?.text;
         let step = format!("r{}.predict", ctx.round);
-        let replies = self.model.ask(ctx, &step, text)?;
+        let replies = self.model.ask(ctx, &step, text, None)?;
         match parse_predictions(
             replies.first().map(String::as_str).unwrap_or(""),
             pool.len(),
@@ -367,7 +425,10 @@ impl Strategy for LlmStrategy {
                         .render("follow_plan.j2", &Follow { plan })?,
                 );
                 let step = format!("r{}.plan{}.propose", ctx.round, j + 1);
-                for reply in self.model.ask(ctx, &step, text)? {
+                for reply in self
+                    .model
+                    .ask(ctx, &step, text, Some(ReplyShape::propose(k)))?
+                {
                     out.extend(self.model.check_and_repair(
                         ctx,
                         &reply,
@@ -382,7 +443,10 @@ impl Strategy for LlmStrategy {
         if self.cfg.plans == 0 || count_new(ctx, &out) == 0 {
             let text = self.model.prompts.propose(&self.propose_ctx(ctx, k))?.text;
             let step = format!("r{}.propose", ctx.round);
-            for reply in self.model.ask(ctx, &step, text)? {
+            for reply in self
+                .model
+                .ask(ctx, &step, text, Some(ReplyShape::propose(k)))?
+            {
                 out.extend(self.model.check_and_repair(
                     ctx,
                     &reply,

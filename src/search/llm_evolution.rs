@@ -133,7 +133,9 @@ impl Strategy for LlmEvolution {
         } else {
             Origin::Mutation
         };
-        for reply in self.model.ask(ctx, &step, text)? {
+        let shape =
+            crate::space::ReplyShape::propose(self.cfg.k.max(n).min(crate::space::cfg::MAX_K));
+        for reply in self.model.ask(ctx, &step, text, Some(shape))? {
             let mut ps = self.model.check_and_repair(
                 ctx,
                 &reply,

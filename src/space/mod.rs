@@ -4,6 +4,7 @@
 //! The pipeline is named by stage: `lex` -> `notation` (candidates) / `grammar` (spaces) ->
 //! `check` (membership, shapes, limits). `ops` and `node` hold the semantics, once each.
 
+pub mod cfg;
 pub mod check;
 pub mod evolve;
 pub mod features;
@@ -16,6 +17,7 @@ pub mod program;
 pub mod sample;
 pub mod shape;
 
+pub use cfg::{export_cfg, CfgError, CfgFormat, CfgOptions, ReplyShape};
 pub use check::{Analysis, CheckOptions, Diagnostic, Limits, Stage};
 pub use features::Features;
 pub use grammar::{Grammar, GrammarErrors, SpaceKind};
