@@ -549,6 +549,8 @@ impl Experiment {
                     t.valid_size.unwrap_or(s.1),
                     t.test_size.unwrap_or(s.2),
                 )),
+                // A look-up has no splits to size: the base config's sizes do not apply.
+                crate::train::task::Source::Lookup { .. } => None,
                 _ => {
                     return Err(invalid(
                         "task.train_size",
@@ -560,6 +562,10 @@ impl Experiment {
             None
         };
         let task = task_from(&t.name, sizes).map_err(|e| invalid("task.name", e))?;
+        if let Some(d) = task.lookup() {
+            crate::train::lookup::check_settings(&settings, space.name(), d)
+                .map_err(|(field, m)| invalid(field, m))?;
+        }
         let recipe =
             merge_recipe(&task.recipe, &t.recipe).map_err(|m| invalid("task.recipe", m))?;
         if recipe.epochs == 0 {
