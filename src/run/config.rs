@@ -582,7 +582,8 @@ impl Experiment {
         };
         let check = CheckOptions {
             limits: settings.space.limits,
-            classes: Some(classes),
+            // A look-up has no head to count: the table's cells are what they are.
+            classes: task.lookup().is_none().then_some(classes),
             infos: false,
         };
         Ok(Experiment {

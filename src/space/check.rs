@@ -876,6 +876,9 @@ impl Infer<'_> {
         d: usize,
         pre: usize,
     ) -> Option<Shape> {
+        // The nodes' costs are the benchmark's (its table has them), not estimates from
+        // the input's shape: the cell counts nothing against the limits.
+        let counts = (self.params, self.flops, self.acts);
         let mut ok = ch.len() == super::gnn::NODES;
         for (i, c) in ch.iter().enumerate() {
             path.push(i);
@@ -901,6 +904,7 @@ impl Infer<'_> {
             }
             path.pop();
         }
+        (self.params, self.flops, self.acts) = counts;
         if !ok {
             return None;
         }
