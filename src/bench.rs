@@ -251,7 +251,13 @@ pub fn row(dataset: &str, strategy: &str, runs: &[&RunResult], table: &Table, n:
 }
 
 /// Reads a finished search's journal.
-pub fn read_run(dir: &Path, dataset: &str, strategy: &str, seed: u64, seconds: f64) -> Result<RunResult> {
+pub fn read_run(
+    dir: &Path,
+    dataset: &str,
+    strategy: &str,
+    seed: u64,
+    seconds: f64,
+) -> Result<RunResult> {
     let read = read_journal(&dir.join("journal.jsonl"))?;
     let mut fin: Vec<_> = read
         .events
@@ -274,7 +280,13 @@ pub fn read_run(dir: &Path, dataset: &str, strategy: &str, seed: u64, seconds: f
 }
 
 /// Runs one search and reads it back.
-fn one(spec: &BenchSpec, dataset: &str, strategy: StrategyKind, seed: u64, lookup: &(dyn Fn(&str) -> Option<String> + Sync)) -> Result<RunResult> {
+fn one(
+    spec: &BenchSpec,
+    dataset: &str,
+    strategy: StrategyKind,
+    seed: u64,
+    lookup: &(dyn Fn(&str) -> Option<String> + Sync),
+) -> Result<RunResult> {
     let d = Dataset::by_name(dataset)
         .ok_or_else(|| anyhow!("unknown NAS-Bench-Graph data set `{dataset}`"))?;
     let mut s = spec.base.clone();
@@ -297,7 +309,13 @@ fn one(spec: &BenchSpec, dataset: &str, strategy: StrategyKind, seed: u64, looku
     let t = std::time::Instant::now();
     p.run(Box::new(NoProgress))
         .with_context(|| format!("{dataset}, {}, seed {seed}", strategy.name()))?;
-    read_run(&dir, dataset, strategy.name(), seed, t.elapsed().as_secs_f64())
+    read_run(
+        &dir,
+        dataset,
+        strategy.name(),
+        seed,
+        t.elapsed().as_secs_f64(),
+    )
 }
 
 /// Runs the bench: every (dataset, strategy, seed) search, `spec.threads` at a time.
@@ -329,7 +347,9 @@ pub fn run(
         for _ in 0..spec.threads.max(1).min(jobs.len().max(1)) {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some((d, s, seed)) = jobs.get(i) else { break };
+                let Some((d, s, seed)) = jobs.get(i) else {
+                    break;
+                };
                 let r = one(spec, d, *s, *seed, lookup);
                 let failed = r.is_err();
                 if let Ok(mut v) = results.lock() {
@@ -344,7 +364,10 @@ pub fn run(
         }
     });
     let mut runs = Vec::new();
-    for r in results.into_inner().map_err(|_| anyhow!("a bench thread panicked"))? {
+    for r in results
+        .into_inner()
+        .map_err(|_| anyhow!("a bench thread panicked"))?
+    {
         runs.push(r?);
     }
     runs.sort_by(|a, b| (&a.dataset, &a.strategy, a.seed).cmp(&(&b.dataset, &b.strategy, b.seed)));
@@ -607,7 +630,10 @@ mod tests {
     #[test]
     fn the_top_one_percent_and_its_median_hitting_time() {
         let entries: Vec<(f64, f64)> = (0..1000).map(|i| (i as f64, 0.0)).collect();
-        assert_eq!(top1_threshold(&entries.iter().map(|e| e.0).collect::<Vec<_>>()), 990.0);
+        assert_eq!(
+            top1_threshold(&entries.iter().map(|e| e.0).collect::<Vec<_>>()),
+            990.0
+        );
         // 10 of 1000 cells: P(T > t) = C(990, t)/C(1000, t) crosses 1/2 at t = 67.
         assert_eq!(exact_random(&entries, 100).median_to_top1, Some(67));
         assert_eq!(exact_random(&entries, 50).median_to_top1, None);

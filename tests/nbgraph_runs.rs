@@ -30,7 +30,9 @@ fn synthetic_rows(ops: &[Gnn]) -> Vec<(u64, Entry)> {
                         let (cl, co) = gnn::decode(k).unwrap();
                         let op_score: f64 = co
                             .iter()
-                            .map(|g| [0.3, 0.8, 0.5, 0.4, 0.9, 0.7, 0.2, 0.1, 0.6][g.index() as usize])
+                            .map(|g| {
+                                [0.3, 0.8, 0.5, 0.4, 0.9, 0.7, 0.2, 0.1, 0.6][g.index() as usize]
+                            })
                             .sum::<f64>()
                             / 4.0;
                         let depth = cl.iter().filter(|&&l| l > 0).count() as f64 / 3.0;
@@ -59,9 +61,18 @@ fn tables() -> &'static Path {
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap().keep();
         write_table(&dir.join("cora.csv"), "cora", &synthetic_rows(&Gnn::ALL)).unwrap();
-        write_table(&dir.join("proteins.csv"), "proteins", &synthetic_rows(&Gnn::PROTEINS))
-            .unwrap();
-        write_table(&dir.join("pubmed.csv"), "pubmed", &synthetic_rows(&Gnn::ALL)).unwrap();
+        write_table(
+            &dir.join("proteins.csv"),
+            "proteins",
+            &synthetic_rows(&Gnn::PROTEINS),
+        )
+        .unwrap();
+        write_table(
+            &dir.join("pubmed.csv"),
+            "pubmed",
+            &synthetic_rows(&Gnn::ALL),
+        )
+        .unwrap();
         let text = std::fs::read_to_string(dir.join("pubmed.csv")).unwrap();
         std::fs::write(dir.join("pubmed.csv"), &text[..text.len() / 2]).unwrap();
         std::env::set_var(archsmith::train::lookup::DIR_ENV, &dir);
@@ -149,17 +160,26 @@ fn every_strategy_finishes_on_a_lookup_task_and_never_sees_the_test_score() {
             let l = t.lookup.expect("a look-up record");
             assert!(t.score.is_some(), "{strategy}: {t:?}");
             assert!(l.test != t.score.unwrap());
-            assert!(keys.insert(l.key), "{strategy}: an isomorphic cell evaluated twice");
+            assert!(
+                keys.insert(l.key),
+                "{strategy}: an isomorphic cell evaluated twice"
+            );
             assert!(t.params > 0);
         }
         if strategy.starts_with("llm") {
             // The model saw validation scores, never a test accuracy.
             let llm = std::fs::read_to_string(dir.join("llm.jsonl")).unwrap();
-            assert!(!llm.contains("test"), "{strategy}: the prompt mentions test");
+            assert!(
+                !llm.contains("test"),
+                "{strategy}: the prompt mentions test"
+            );
             for t in &fin {
                 let test = t.lookup.unwrap().test;
                 for digits in [format!("{test:.4}"), format!("{test}")] {
-                    assert!(!llm.contains(&digits), "{strategy}: {digits} reached the model");
+                    assert!(
+                        !llm.contains(&digits),
+                        "{strategy}: {digits} reached the model"
+                    );
                 }
             }
         }
@@ -183,11 +203,23 @@ fn bad_settings_and_broken_tables_are_refused_by_name() {
         }
     };
     let e = err("nbgraph", "nbgraph:pubmed", "");
-    assert!(e.contains(&dir.join("pubmed.csv").display().to_string()), "{e}");
-    assert!(e.contains("corrupt") && e.contains("scripts/setup-nbgraph.sh"), "{e}");
+    assert!(
+        e.contains(&dir.join("pubmed.csv").display().to_string()),
+        "{e}"
+    );
+    assert!(
+        e.contains("corrupt") && e.contains("scripts/setup-nbgraph.sh"),
+        "{e}"
+    );
     let e = err("nbgraph", "nbgraph:citeseer", "");
-    assert!(e.contains(&dir.join("citeseer.csv").display().to_string()), "{e}");
-    assert!(e.contains("missing") && e.contains("scripts/setup-nbgraph.sh"), "{e}");
+    assert!(
+        e.contains(&dir.join("citeseer.csv").display().to_string()),
+        "{e}"
+    );
+    assert!(
+        e.contains("missing") && e.contains("scripts/setup-nbgraph.sh"),
+        "{e}"
+    );
     let e = err("nbgraph", "nbgraph:proteins", "");
     assert!(e.contains("nbgraph_proteins"), "{e}");
     let e = err("nbgraph", "nbgraph:nowhere", "");
@@ -207,7 +239,13 @@ fn proteins_runs_in_its_own_space() {
     tables();
     let tmp = tempfile::tempdir().unwrap();
     let p = prepare_new(
-        settings(&toml(tmp.path(), "nbgraph_proteins", "nbgraph:proteins", "evolution", 15)),
+        settings(&toml(
+            tmp.path(),
+            "nbgraph_proteins",
+            "nbgraph:proteins",
+            "evolution",
+            15,
+        )),
         "test.toml",
         &lookup,
     )
@@ -217,7 +255,13 @@ fn proteins_runs_in_its_own_space() {
     assert!(out.best.unwrap().candidate.starts_with("nbgraph("));
 }
 
-fn spec(out: &Path, datasets: &[&str], strategies: &[StrategyKind], seeds: u64, evals: u64) -> BenchSpec {
+fn spec(
+    out: &Path,
+    datasets: &[&str],
+    strategies: &[StrategyKind],
+    seeds: u64,
+    evals: u64,
+) -> BenchSpec {
     let base = settings(&toml(out, "nbgraph", "nbgraph:cora", "random", 1));
     BenchSpec {
         datasets: datasets.iter().map(|d| d.to_string()).collect(),
@@ -238,7 +282,11 @@ fn the_bench_table_on_a_small_case() {
     let s = spec(
         tmp.path(),
         &["cora", "proteins"],
-        &[StrategyKind::Random, StrategyKind::Evolution, StrategyKind::Bo],
+        &[
+            StrategyKind::Random,
+            StrategyKind::Evolution,
+            StrategyKind::Bo,
+        ],
         3,
         20,
     );
@@ -265,5 +313,11 @@ fn simulated_random_search_agrees_with_the_exact_expectation() {
         exact.best_valid
     );
     let zt = (r.test - exact.test_of_best) / r.test_se;
-    assert!(zt.abs() < 3.0, "test {} +- {} against {}", r.test, r.test_se, exact.test_of_best);
+    assert!(
+        zt.abs() < 3.0,
+        "test {} +- {} against {}",
+        r.test,
+        r.test_se,
+        exact.test_of_best
+    );
 }

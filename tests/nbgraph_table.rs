@@ -14,7 +14,9 @@ use std::process::Command;
 fn python_with_package() -> Option<PathBuf> {
     let venv = std::env::var_os("ARCHSMITH_VENV")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/archsmith/venv")))?;
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/archsmith/venv"))
+        })?;
     let py = venv.join("bin/python");
     let ok = Command::new(&py)
         .args(["-c", "import nas_bench_graph"])
@@ -47,7 +49,11 @@ fn the_key_is_the_packages_on_every_cell() {
         return;
     };
     let out = Command::new(py).args(["-c", DUMP]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let mut n = 0;
     for line in text.lines() {
@@ -83,14 +89,21 @@ fn every_table_key_is_a_cell_of_its_space_and_back() {
     }
     for d in DATASETS {
         let table = Table::shared(d.name).unwrap();
-        let ops: &[Gnn] = if d.name == "proteins" { &Gnn::PROTEINS } else { &Gnn::ALL };
+        let ops: &[Gnn] = if d.name == "proteins" {
+            &Gnn::PROTEINS
+        } else {
+            &Gnn::ALL
+        };
         let choices: [Vec<(Gnn, u8)>; 4] = std::array::from_fn(|i| {
             ops.iter()
                 .flat_map(|&g| (0..=i as u8).map(move |l| (g, l)))
                 .collect()
         });
         let cells = gnn::distinct_cells(choices);
-        let keys: HashSet<u64> = cells.iter().map(|(l, o)| gnn::key(*l, *o).unwrap()).collect();
+        let keys: HashSet<u64> = cells
+            .iter()
+            .map(|(l, o)| gnn::key(*l, *o).unwrap())
+            .collect();
         let table_keys: HashSet<u64> = table.entries.keys().copied().collect();
         assert_eq!(keys, table_keys, "{}", d.name);
         // And the space's sampler reaches them as candidates that look up.
@@ -98,7 +111,9 @@ fn every_table_key_is_a_cell_of_its_space_and_back() {
         let opts = CheckOptions::default();
         let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
         for _ in 0..200 {
-            let (node, _) = space.sample(Dataset::by_name(d.name).unwrap().input(), &opts, &mut rng).unwrap();
+            let (node, _) = space
+                .sample(Dataset::by_name(d.name).unwrap().input(), &opts, &mut rng)
+                .unwrap();
             assert!(table.get(&node).is_some(), "{}: {node}", d.name);
         }
     }
@@ -124,7 +139,19 @@ fn random_search_on_a_real_table_agrees_with_the_exact_expectation() {
     let exact = &b.tables[0].random_exact;
     let r = &b.rows[0];
     let z = (r.best_valid - exact.best_valid) / r.best_valid_se;
-    assert!(z.abs() < 3.0, "simulated {} +- {}, exact {} (z = {z})", r.best_valid, r.best_valid_se, exact.best_valid);
+    assert!(
+        z.abs() < 3.0,
+        "simulated {} +- {}, exact {} (z = {z})",
+        r.best_valid,
+        r.best_valid_se,
+        exact.best_valid
+    );
     let zt = (r.test - exact.test_of_best) / r.test_se;
-    assert!(zt.abs() < 3.0, "test {} +- {}, exact {} (z = {zt})", r.test, r.test_se, exact.test_of_best);
+    assert!(
+        zt.abs() < 3.0,
+        "test {} +- {}, exact {} (z = {zt})",
+        r.test,
+        r.test_se,
+        exact.test_of_best
+    );
 }

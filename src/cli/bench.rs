@@ -55,7 +55,11 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         if archsmith::train::lookup::Dataset::by_name(d).is_none() {
             bail!(
                 "unknown NAS-Bench-Graph data set `{d}`; known: {}",
-                DATASETS.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
+                DATASETS
+                    .iter()
+                    .map(|d| d.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }

@@ -980,7 +980,10 @@ impl<'a> Runner<'a> {
             grammar: exp.space.grammar.source.clone(),
             limits: exp.check.limits,
             task: TaskSpec {
-                name: absolute_task(&exp.task.name, sizes.is_some() || exp.task.lookup().is_some()),
+                name: absolute_task(
+                    &exp.task.name,
+                    sizes.is_some() || exp.task.lookup().is_some(),
+                ),
                 sizes,
             },
             recipe: exp.recipe.clone(),

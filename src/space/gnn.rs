@@ -352,17 +352,9 @@ mod tests {
             by_key.entry(k).or_insert(c);
         }
         // Known pairs from the package: a chain of two skips then two GCNs is the anchor.
-        let a = key(
-            [0, 1, 2, 3],
-            [Gnn::Skip, Gnn::Skip, Gnn::Gcn, Gnn::Gcn],
-        )
-        .unwrap();
+        let a = key([0, 1, 2, 3], [Gnn::Skip, Gnn::Skip, Gnn::Gcn, Gnn::Gcn]).unwrap();
         // Skips in front of a chain do not change what it computes.
-        let b = key(
-            [0, 0, 2, 3],
-            [Gnn::Skip, Gnn::Skip, Gnn::Gcn, Gnn::Gcn],
-        )
-        .unwrap();
+        let b = key([0, 0, 2, 3], [Gnn::Skip, Gnn::Skip, Gnn::Gcn, Gnn::Gcn]).unwrap();
         assert_eq!(a, b);
         // Parallel nodes commute.
         assert_eq!(

@@ -130,7 +130,11 @@ impl Table {
         if Dataset::by_name(dataset).is_none() {
             return Err(LookupError::UnknownDataset {
                 name: dataset.to_string(),
-                known: DATASETS.iter().map(|d| d.name).collect::<Vec<_>>().join(", "),
+                known: DATASETS
+                    .iter()
+                    .map(|d| d.name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
         let path = tables_dir().join(format!("{dataset}.csv"));
@@ -215,7 +219,9 @@ impl Table {
             .map(|b| format!("{b:02x}"))
             .collect();
         if digest != field("body_sha256")? {
-            return Err("its rows do not match the SHA-256 in its header (truncated or edited)".into());
+            return Err(
+                "its rows do not match the SHA-256 in its header (truncated or edited)".into(),
+            );
         }
         let text = std::str::from_utf8(body).map_err(|_| "the rows are not text")?;
         let mut lines = text.lines();
@@ -227,7 +233,9 @@ impl Table {
             let bad = |what: &str| format!("line {}: {what}", i + 3);
             let mut it = line.split(',');
             let mut next = || it.next().ok_or_else(|| bad("too few columns"));
-            let key: u64 = next()?.parse().map_err(|_| bad("the key is not a number"))?;
+            let key: u64 = next()?
+                .parse()
+                .map_err(|_| bad("the key is not a number"))?;
             let mut num = |what: &str| -> Result<f64, String> {
                 let v: f64 = next()?
                     .parse()
@@ -303,11 +311,7 @@ pub fn cell_key(node: &Node) -> Option<u64> {
 }
 
 /// Writes a table in the converted format (for tests and synthetic benchmarks).
-pub fn write_table(
-    path: &Path,
-    dataset: &str,
-    rows: &[(u64, Entry)],
-) -> std::io::Result<()> {
+pub fn write_table(path: &Path, dataset: &str, rows: &[(u64, Entry)]) -> std::io::Result<()> {
     let mut body = String::from("key,valid,test,latency,params_m\n");
     for (k, e) in rows {
         body += &format!(
@@ -453,13 +457,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("cora.csv");
         let e = Table::load(&p, "cora").unwrap_err().to_string();
-        assert!(e.contains(&p.display().to_string()) && e.contains(INSTALL), "{e}");
+        assert!(
+            e.contains(&p.display().to_string()) && e.contains(INSTALL),
+            "{e}"
+        );
         write_table(&p, "cora", &[(0, entry(0.5)), (12, entry(0.25))]).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
         // One digit changed: the checksum no longer matches.
         std::fs::write(&p, text.replace("0.25", "0.35")).unwrap();
         let e = Table::load(&p, "cora").unwrap_err().to_string();
-        assert!(e.contains("corrupt") && e.contains(&p.display().to_string()), "{e}");
+        assert!(
+            e.contains("corrupt") && e.contains(&p.display().to_string()),
+            "{e}"
+        );
         assert!(e.contains(INSTALL), "{e}");
         // Truncated.
         std::fs::write(&p, &text[..text.len() - 5]).unwrap();

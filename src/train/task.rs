@@ -151,10 +151,11 @@ impl Task {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let d = super::lookup::Dataset::by_name(dataset).ok_or_else(|| TaskError::UnknownLookup {
-            name: name.to_string(),
-            known: known(),
-        })?;
+        let d =
+            super::lookup::Dataset::by_name(dataset).ok_or_else(|| TaskError::UnknownLookup {
+                name: name.to_string(),
+                known: known(),
+            })?;
         Ok(Task {
             name: format!("nbgraph:{}", d.name),
             description: format!(
