@@ -177,7 +177,8 @@ fn move_skip_op(mut link: Link, mut ops: Ops) -> (Link, Ops) {
                 brother = true;
             }
         }
-        if son || !brother || (check_dim(i, &link, &ops) && !son) {
+        // The package's `son or not brother or check_dim(...) and not son`, simplified.
+        if son || !brother || check_dim(i, &link, &ops) {
             (link, ops) = move_one(i, link, ops);
         }
     }
