@@ -159,7 +159,7 @@ impl Task {
         Ok(Task {
             name: format!("nbgraph:{}", d.name),
             description: format!(
-                "NAS-Bench-Graph look-up on {}: {} nodes, {} features, {} classes. Every cell of space {} was trained in advance (mean of three seeds); evaluating one is a look-up in the table, no training. The score is the table's validation accuracy{}; the table's other figures are recorded for reports only",
+                "NAS-Bench-Graph look-up on {}: {} nodes, {} features, {} classes. Every cell of space {} was trained in advance; evaluating one is a look-up in the table, no training. The score is the table's validation accuracy{}; the table's other figures are recorded for reports only",
                 d.about,
                 d.nodes,
                 d.features,
