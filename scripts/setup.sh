@@ -35,6 +35,12 @@ if [ -x scripts/setup-torch.sh ]; then
     scripts/setup-torch.sh >/dev/null
 fi
 
+# NAS-Bench-Graph's tables, for the look-up tasks nbgraph:<dataset> and `archsmith bench`.
+# Optional for everything else, so a failure (no PyPI) only warns.
+if [ -x scripts/setup-nbgraph.sh ] && ! scripts/setup-nbgraph.sh >/dev/null; then
+    log "WARNING: could not install NAS-Bench-Graph; the nbgraph:<dataset> tasks will not work until scripts/setup-nbgraph.sh succeeds"
+fi
+
 want_chromium=${ARCHSMITH_CHROMIUM_INSTALL:-0}
 want_ray=${ARCHSMITH_RAY_INSTALL:-0}
 want_llm=${ARCHSMITH_LLM_INSTALL:-0}

@@ -10,6 +10,7 @@
 //! worker processes, or as Ray jobs) and [`report`] (reports, comparisons of runs, export of a
 //! candidate to PyTorch).
 
+pub mod bench;
 pub mod exec;
 pub mod llm;
 pub mod report;

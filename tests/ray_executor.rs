@@ -582,6 +582,7 @@ fn a_job_past_its_timeout_is_stopped_and_retried() {
             stopped_early: false,
             wall_seconds: 0.1,
             weights: None,
+            lookup: None,
         },
     );
     std::fs::write(tmp.path().join("result"), format!("{canned}\n")).unwrap();

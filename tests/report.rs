@@ -122,6 +122,7 @@ fn write_run(dir: &Path, strategy: &str, seed: u64, cands: &[Cand], calls: u64) 
             wall_seconds: 3.0,
             overhead_seconds: None,
             elapsed_seconds: elapsed,
+            lookup: None,
         }))
         .unwrap();
         eval += 1;

@@ -19,6 +19,8 @@ fn spaces() -> &'static [(Space, Shape)] {
             (Space::load("mlp").unwrap(), Shape::vec(32)),
             (Space::load("activation").unwrap(), Shape::vec(32)),
             (Space::load("optimizer").unwrap(), Shape::vec(32)),
+            (Space::load("nbgraph").unwrap(), Shape::col(16, 24)),
+            (Space::load("nbgraph_proteins").unwrap(), Shape::col(16, 24)),
         ]
     })
 }
@@ -40,7 +42,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
-    fn every_sample_validates_and_round_trips(i in 0usize..6, seed in any::<u64>()) {
+    fn every_sample_validates_and_round_trips(i in 0usize..8, seed in any::<u64>()) {
         let (space, input) = &spaces()[i];
         let node = sample(i, seed);
         let a = space.check(&node, None, *input, &opts());
@@ -54,12 +56,12 @@ proptest! {
     }
 
     #[test]
-    fn the_same_seed_gives_the_same_samples(i in 0usize..6, seed in any::<u64>()) {
+    fn the_same_seed_gives_the_same_samples(i in 0usize..8, seed in any::<u64>()) {
         prop_assert_eq!(sample(i, seed), sample(i, seed));
     }
 
     #[test]
-    fn mutation_keeps_candidates_valid(i in 0usize..6, seed in any::<u64>()) {
+    fn mutation_keeps_candidates_valid(i in 0usize..8, seed in any::<u64>()) {
         let (space, input) = &spaces()[i];
         let parent = sample(i, seed);
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
@@ -73,7 +75,7 @@ proptest! {
     }
 
     #[test]
-    fn crossover_keeps_candidates_valid(i in 0usize..6, a in any::<u64>(), b in any::<u64>()) {
+    fn crossover_keeps_candidates_valid(i in 0usize..8, a in any::<u64>(), b in any::<u64>()) {
         let (space, input) = &spaces()[i];
         let (pa, pb) = (sample(i, a), sample(i, b));
         let mut rng = ChaCha8Rng::seed_from_u64(a ^ b);
@@ -82,6 +84,29 @@ proptest! {
             let r = space.check(&child, None, *input, &opts());
             prop_assert!(r.is_ok(), "{child}: {:?}", r.err());
         }
+    }
+
+    #[test]
+    fn isomorphic_nbgraph_cells_are_one_candidate(
+        links in proptest::array::uniform4(0u8..4),
+        ops in proptest::array::uniform4(0usize..9),
+    ) {
+        use archsmith::space::gnn::{self, Gnn};
+        // Any cell, written as it comes, parses to the canonical cell of its benchmark key.
+        let link: [u8; 4] = std::array::from_fn(|i| links[i] % (i as u8 + 1));
+        let o: [Gnn; 4] = std::array::from_fn(|i| Gnn::ALL[ops[i]]);
+        prop_assume!(gnn::is_cell(&link, &o));
+        let text = |l: [u8; 4], o: [Gnn; 4]| format!(
+            "nbgraph({})",
+            (0..4).map(|i| format!("{}({})", o[i], l[i])).collect::<Vec<_>>().join(", ")
+        );
+        let node = parse_one(&text(link, o)).unwrap().node;
+        let (cl, co) = gnn::decode(gnn::key(link, o).unwrap()).unwrap();
+        let canon = parse_one(&text(cl, co)).unwrap().node;
+        prop_assert_eq!(node.hash_hex(), canon.hash_hex());
+        prop_assert_eq!(node.to_string(), text(cl, co));
+        let (space, input) = &spaces()[6];
+        prop_assert!(space.check(&node, None, *input, &opts()).is_ok());
     }
 
     #[test]
@@ -156,7 +181,13 @@ proptest! {
 
 #[test]
 fn every_seed_validates_for_its_input() {
-    for (name, input) in [("einspace", "3x32x32"), ("nb201", "3x32x32"), ("mlp", "64")] {
+    for (name, input) in [
+        ("einspace", "3x32x32"),
+        ("nb201", "3x32x32"),
+        ("mlp", "64"),
+        ("nbgraph", "2708x1433"),
+        ("nbgraph_proteins", "8x8"),
+    ] {
         let space = Space::load(name).unwrap();
         assert!(!space.seeds.is_empty());
         for seed in &space.seeds {

@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod bench;
 mod prompt;
 mod report;
 mod run;
@@ -65,6 +66,9 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Compare runs: best-so-far by strategy over seeds, improvement over random; HTML and CSV.
     Compare(report::CompareArgs),
+    /// Measure strategies on NAS-Bench-Graph: strategies x seeds x tasks, looked up in
+    /// parallel; writes one table (Markdown, CSV, JSON) and the HTML comparison.
+    Bench(bench::BenchArgs),
     /// Train jobs for an executor: one given inline (as a Ray job runs it), or a job a line on
     /// stdin (as local workers run it). Prints epoch lines and, last, the result line.
     Worker(WorkerArgs),
@@ -343,6 +347,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Export(a) => report::export(a),
         Command::Report(a) => report::report(a),
         Command::Compare(a) => report::compare(a),
+        Command::Bench(a) => bench::run(a),
         Command::Run(a) => run::run(a),
         Command::Resume(a) => run::resume(a),
         Command::Replay(a) => run::replay(a),

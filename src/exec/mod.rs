@@ -180,6 +180,7 @@ pub fn job_failed(message: String) -> Evaluation {
         stopped_early: false,
         wall_seconds: 0.0,
         weights: None,
+        lookup: None,
     }
 }
 
@@ -521,6 +522,7 @@ mod tests {
             stopped_early: false,
             wall_seconds: 2.0,
             weights: None,
+            lookup: None,
         };
         let line = result_line(3, &r);
         assert_eq!(

@@ -601,6 +601,8 @@ impl Experiment {
                     t.valid_size.unwrap_or(s.1),
                     t.test_size.unwrap_or(s.2),
                 )),
+                // A look-up has no splits to size: the base config's sizes do not apply.
+                crate::train::task::Source::Lookup { .. } => None,
                 _ => {
                     return Err(invalid(
                         "task.train_size",
@@ -612,6 +614,10 @@ impl Experiment {
             None
         };
         let task = task_from(&t.name, sizes).map_err(|e| invalid("task.name", e))?;
+        if let Some(d) = task.lookup() {
+            crate::train::lookup::check_settings(&settings, space.name(), d)
+                .map_err(|(field, m)| invalid(field, m))?;
+        }
         let recipe =
             merge_recipe(&task.recipe, &t.recipe).map_err(|m| invalid("task.recipe", m))?;
         recipe
@@ -628,7 +634,8 @@ impl Experiment {
         };
         let check = CheckOptions {
             limits: settings.space.limits,
-            classes: Some(classes),
+            // A look-up has no head to count: the table's cells are what they are.
+            classes: task.lookup().is_none().then_some(classes),
             infos: false,
         };
         Ok(Experiment {

@@ -174,6 +174,9 @@ pub struct TrainFinished {
     pub overhead_seconds: Option<f64>,
     /// Run time so far, over all sessions.
     pub elapsed_seconds: f64,
+    /// A look-up task's test accuracy, latency and parameters (never shown to the strategy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookup: Option<crate::train::lookup::LookupResult>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -297,6 +300,11 @@ pub struct Journal {
     file: File,
     /// Lines written in this session.
     pub written: u64,
+    /// Group commit: [`Journal::append`] fsyncs only when the last fsync is this old (see
+    /// [`Journal::group_commit`]); `None`: every append.
+    group: Option<std::time::Duration>,
+    last_sync: std::time::Instant,
+    dirty: bool,
 }
 
 impl Journal {
@@ -314,6 +322,9 @@ impl Journal {
             path: path.to_path_buf(),
             file,
             written: 0,
+            group: None,
+            last_sync: std::time::Instant::now(),
+            dirty: false,
         })
     }
 
@@ -334,6 +345,9 @@ impl Journal {
             path: path.to_path_buf(),
             file,
             written: 0,
+            group: None,
+            last_sync: std::time::Instant::now(),
+            dirty: false,
         })
     }
 
@@ -341,13 +355,38 @@ impl Journal {
         &self.path
     }
 
-    /// Appends one event, flushed and synced to disk before returning.
+    /// Appends one event, flushed and synced to disk before returning (in group commit, synced
+    /// once the last fsync is older than the interval).
     pub fn append(&mut self, event: &Event) -> Result<(), JournalError> {
         self.write(event)?;
+        match self.group {
+            Some(every) if self.last_sync.elapsed() < every => {
+                self.dirty = true;
+                Ok(())
+            }
+            _ => self.sync(),
+        }
+    }
+
+    /// Group commit, for runs whose evaluations are look-ups: every event is still written to
+    /// the operating system at once (a crash of the process loses nothing), but fsyncs happen
+    /// at most once per `every` and at the end of the session ([`Journal::sync`]). A power
+    /// loss can then lose the last `every` of events; a resume redoes those evaluations, which
+    /// for a look-up costs nothing, while fsyncing each of hundreds of look-ups a second would
+    /// make the disk, not the search, the run's cost.
+    pub fn group_commit(&mut self, every: std::time::Duration) {
+        self.group = Some(every);
+    }
+
+    /// Fsyncs what was written.
+    pub fn sync(&mut self) -> Result<(), JournalError> {
         self.file.sync_data().map_err(|source| JournalError::Io {
             path: self.path.clone(),
             source,
-        })
+        })?;
+        self.last_sync = std::time::Instant::now();
+        self.dirty = false;
+        Ok(())
     }
 
     /// Appends one event flushed to the operating system (a process crash cannot lose it),
@@ -380,6 +419,14 @@ impl Journal {
         };
         self.file.write_all(bytes).map_err(io)?;
         self.file.sync_data().map_err(io)
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        if self.dirty {
+            let _ = self.file.sync_data();
+        }
     }
 }
 

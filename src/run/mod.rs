@@ -40,6 +40,9 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// How often a look-up run's journal is fsynced (see [`Journal::group_commit`]).
+pub const LOOKUP_SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A run ready to go: everything settled and the folder made.
 pub struct Prepared {
     pub exp: Experiment,
@@ -247,6 +250,14 @@ impl Prepared {
     /// worker processes, or Ray jobs.
     pub fn run(self, progress: Box<dyn Progress + '_>) -> Result<Outcome> {
         let s = &self.exp.settings;
+        if let Some(d) = self.exp.task.lookup() {
+            // A look-up task: no training, no workers (its settings were checked on resolve).
+            let table = crate::train::lookup::Table::shared(d.name)?;
+            let mut this = self;
+            this.journal.group_commit(LOOKUP_SYNC_EVERY);
+            let evaluator = crate::train::lookup::LookupEvaluator { table };
+            return this.run_on(Box::new(Inline::new(Box::new(evaluator))), progress);
+        }
         let executor: Box<dyn Executor> = match s.executor.settled(s.parallel) {
             ExecutorKind::Inline | ExecutorKind::Auto => {
                 let data = self.exp.task.load().with_context(|| {

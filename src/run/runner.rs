@@ -35,6 +35,10 @@ pub struct Evaluation {
     pub wall_seconds: f64,
     /// Where the trained weights were saved, if they were.
     pub weights: Option<PathBuf>,
+    /// A look-up task's record beyond the score (test accuracy, latency): journaled, never
+    /// shown to the strategy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookup: Option<crate::train::lookup::LookupResult>,
 }
 
 /// Scores a candidate; the loop's one boundary to training.
@@ -140,6 +144,7 @@ pub fn evaluate_with(
         stopped_early: r.stopped_early,
         wall_seconds: r.wall_seconds,
         weights,
+        lookup: None,
     }
 }
 
@@ -190,6 +195,7 @@ impl Evaluator for FakeEvaluator {
             stopped_early: stopped,
             wall_seconds: 0.0,
             weights: None,
+            lookup: None,
         }
     }
 
@@ -725,6 +731,8 @@ impl<'a> Runner<'a> {
             tokens,
             usd,
         }))?;
+        // Group commit (look-up runs) leaves the session's tail to this fsync.
+        self.journal.sync()?;
         self.progress.finish();
         result?;
         Ok(Outcome {
@@ -1108,7 +1116,10 @@ impl<'a> Runner<'a> {
             grammar: exp.space.grammar.source.clone(),
             limits: exp.check.limits,
             task: TaskSpec {
-                name: absolute_task(&exp.task.name, sizes.is_some()),
+                name: absolute_task(
+                    &exp.task.name,
+                    sizes.is_some() || exp.task.lookup().is_some(),
+                ),
                 sizes,
             },
             recipe: exp.recipe.clone(),
@@ -1255,6 +1266,7 @@ impl<'a> Runner<'a> {
             wall_seconds: r.wall_seconds,
             overhead_seconds: Some((since.elapsed().as_secs_f64() - r.wall_seconds).max(0.0)),
             elapsed_seconds: elapsed,
+            lookup: r.lookup,
         }))?;
         self.state.evaluations += 1;
         let before = self.best().map(|b| b.hash.clone());

@@ -19,8 +19,13 @@ pub struct BoConfig {
     pub pool_mutations: usize,
     /// How many of the best candidates are mutated for the pool.
     pub mutate_top: usize,
-    /// Exploration margin of expected improvement, in score units.
+    /// Exploration margin of expected improvement, in score units (in rank units, from 0
+    /// for the worst to 1 for the best, when `ranks` is on).
     pub xi: f64,
+    /// Fit the surrogate to the ranks of the scores rather than the scores: a few failed or
+    /// collapsed candidates far below the rest otherwise dominate the fit, and the search
+    /// needs the order at the top, not the size of the gaps.
+    pub ranks: bool,
 }
 
 impl Default for BoConfig {
@@ -31,6 +36,7 @@ impl Default for BoConfig {
             pool_mutations: 64,
             mutate_top: 5,
             xi: 0.0,
+            ranks: true,
         }
     }
 }
@@ -110,7 +116,46 @@ impl Bo {
                 });
             }
         }
+        if self.cfg.ranks {
+            ys = ranks(&ys);
+        }
         Gp::fit(&xs, &ys).ok()
+    }
+}
+
+/// Ranks of `ys` scaled to 0 (worst) .. 1 (best), ties sharing their mean rank.
+fn ranks(ys: &[f64]) -> Vec<f64> {
+    let n = ys.len();
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.sort_by(|&a, &b| ys[a].total_cmp(&ys[b]));
+    let mut out = vec![0.0; n];
+    let scale = (n.max(2) - 1) as f64;
+    let mut i = 0;
+    while i < n {
+        let mut j = i;
+        while j + 1 < n && ys[idx[j + 1]] == ys[idx[i]] {
+            j += 1;
+        }
+        let r = (i + j) as f64 / 2.0 / scale;
+        for &k in &idx[i..=j] {
+            out[k] = r;
+        }
+        i = j + 1;
+    }
+    out
+}
+
+/// The score at a rank fraction `r` (0 worst, 1 best) of the observed `sorted` scores,
+/// interpolated, and extrapolated past the ends by the last step.
+fn score_at_rank(sorted: &[f64], r: f64) -> f64 {
+    match sorted.len() {
+        0 => r,
+        1 => sorted[0],
+        n => {
+            let x = r * (n - 1) as f64;
+            let i = (x.floor().max(0.0) as usize).min(n - 2);
+            sorted[i] + (x - i as f64) * (sorted[i + 1] - sorted[i])
+        }
     }
 }
 
@@ -126,11 +171,25 @@ impl Strategy for Bo {
         let Some(gp) = self.surrogate(ctx) else {
             return (0..n).map(|_| ctx.fresh_sample()).collect();
         };
-        let best = ctx
+        let best = if self.cfg.ranks {
+            1.0
+        } else {
+            ctx.history
+                .best()
+                .map(|b| ctx.history.utility(b.score))
+                .unwrap_or(0.0)
+        };
+        // Observed utilities in order, to turn a predicted rank back into a score.
+        let mut sorted: Vec<f64> = ctx
             .history
-            .best()
-            .map(|b| ctx.history.utility(b.score))
-            .unwrap_or(0.0);
+            .all()
+            .iter()
+            .filter_map(|o| o.score)
+            .map(|s| ctx.history.utility(Some(s)))
+            .collect();
+        sorted.sort_by(f64::total_cmp);
+        let ranked = self.cfg.ranks;
+        let to_score = move |m: f64| if ranked { score_at_rank(&sorted, m) } else { m };
         // The pool: fresh samples and mutations of the best, unseen and distinct.
         let mut pool: Vec<Proposal> = Vec::new();
         let mut in_pool: HashSet<String> = HashSet::new();
@@ -173,7 +232,8 @@ impl Strategy for Bo {
                 let (node, _) = p.checked.as_ref().ok()?;
                 let f = ctx.space.features(node, ctx.input, &ctx.check).ok()?;
                 let (m, s) = gp.predict(&f.vector());
-                p.predicted = Some(if ctx.history.maximize() { m } else { -m });
+                let u = to_score(m);
+                p.predicted = Some(if ctx.history.maximize() { u } else { -u });
                 Some((expected_improvement(m, s, best, self.cfg.xi), m, p))
             })
             .collect();
@@ -188,5 +248,19 @@ impl Strategy for Bo {
             out.push(ctx.fresh_sample()?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranks_share_ties_and_map_back_to_scores() {
+        assert_eq!(ranks(&[0.5, 0.1, 0.5, 0.9]), vec![0.5, 0.0, 0.5, 1.0]);
+        let sorted = [0.1, 0.5, 0.5, 0.9];
+        assert_eq!(score_at_rank(&sorted, 1.0), 0.9);
+        assert_eq!(score_at_rank(&sorted, 0.0), 0.1);
+        assert!((score_at_rank(&sorted, 1.0 / 6.0) - 0.3).abs() < 1e-12);
     }
 }

@@ -674,6 +674,7 @@ impl Infer<'_> {
                 Some(x)
             }
             Form::Nb201 => self.nb201(node, ch, path, x, ctx, d, pre),
+            Form::NbGraph => self.nbgraph(node, ch, path, x, ctx, d, pre),
             _ => {
                 self.preorder += node.size() - 1;
                 self.fail(
@@ -858,6 +859,73 @@ impl Infer<'_> {
         self.flops = self.flops.saturating_sub(edge_once.1).saturating_add(fl);
         self.acts = self.acts.saturating_sub(6 * stem.numel()).saturating_add(a);
         Some(Shape::im(NB201_C * 4, h / 4, w / 4))
+    }
+}
+
+impl Infer<'_> {
+    /// A NAS-Bench-Graph cell: four GNN nodes, each reading the cell's input or an earlier
+    /// node (checked by the operation with the node's position in `ctx.cell`), not all skips.
+    /// The cell keeps the shape of its input (node features); its parameters are the table's.
+    #[allow(clippy::too_many_arguments)]
+    fn nbgraph(
+        &mut self,
+        node: &Node,
+        ch: &[Node],
+        path: &mut Vec<usize>,
+        x: Shape,
+        ctx: Ctx,
+        d: usize,
+        pre: usize,
+    ) -> Option<Shape> {
+        // The nodes' costs are the benchmark's (its table has them), not estimates from
+        // the input's shape: the cell counts nothing against the limits.
+        let counts = (self.params, self.flops, self.acts);
+        let mut ok = ch.len() == super::gnn::NODES;
+        for (i, c) in ch.iter().enumerate() {
+            path.push(i);
+            if !matches!(c, Node::Op(Op::Gnn(..))) {
+                self.preorder += c.size();
+                self.fail(
+                    c,
+                    path,
+                    pre,
+                    x,
+                    RuleError {
+                        message: format!("`{c}` is not a GNN node"),
+                        rule: "the nodes of nbgraph(...) are GNN operations with their input: gat, gcn, gin, cheb, sage, arma, graph, fc or skip, e.g. gcn(0)",
+                    },
+                );
+                ok = false;
+            } else {
+                let inner = Ctx {
+                    cell: i as u8 + 1,
+                    ..ctx
+                };
+                ok &= self.node(c, path, x, inner, d).is_some();
+            }
+            path.pop();
+        }
+        (self.params, self.flops, self.acts) = counts;
+        if !ok {
+            return None;
+        }
+        if ch
+            .iter()
+            .all(|c| matches!(c, Node::Op(Op::Gnn(super::gnn::Gnn::Skip, _))))
+        {
+            self.fail(
+                node,
+                path,
+                pre,
+                x,
+                RuleError {
+                    message: "every node is a skip".into(),
+                    rule: "an nbgraph cell computes something: at least one node is not skip",
+                },
+            );
+            return None;
+        }
+        Some(x)
     }
 }
 

@@ -26,6 +26,59 @@ pub struct Features {
     pub vec_nodes: u32,
     /// Operations that only move data (identity, permutations, im2col, col2im).
     pub routing_ops: u32,
+    /// For a NAS-Bench-Graph cell (`nbgraph(...)`): its structure, [`CELL_FEATURES`] numbers
+    /// (empty otherwise). Counts alone cannot tell a chain from parallel nodes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cell: Vec<f64>,
+}
+
+/// Length of [`Features::cell`]: the topology (one-hot over the nine canonical ones), the
+/// operation at each of the four positions (one-hot), the operations of the nodes that feed
+/// the output (counts), the longest chain of non-skip nodes and the number of output nodes.
+pub const CELL_FEATURES: usize = 9 + 4 * 9 + 9 + 2;
+
+/// The structure of a canonical `nbgraph(...)` cell (see [`CELL_FEATURES`]).
+pub fn cell_features(node: &Node) -> Option<Vec<f64>> {
+    use super::gnn::{Gnn, LINKS, NODES};
+    let mut found = None;
+    node.walk(&mut |_, n| {
+        if let Node::Form(Form::NbGraph, ch) = n {
+            found.get_or_insert(ch);
+        }
+    });
+    let ch = found?;
+    let mut link = [0u8; NODES];
+    let mut ops = [Gnn::Skip; NODES];
+    for (i, c) in ch.iter().enumerate().take(NODES) {
+        let Node::Op(Op::Gnn(g, l)) = c else {
+            return None;
+        };
+        link[i] = *l;
+        ops[i] = *g;
+    }
+    let mut v = vec![0.0; CELL_FEATURES];
+    if let Some(t) = LINKS.iter().position(|l| *l == link) {
+        v[t] = 1.0;
+    }
+    for (i, g) in ops.iter().enumerate() {
+        v[9 + 9 * i + g.index() as usize] = 1.0;
+    }
+    let mut depth = [0.0f64; NODES + 1];
+    for i in 0..NODES {
+        depth[i + 1] = depth[link[i] as usize] + f64::from(u8::from(ops[i] != Gnn::Skip));
+    }
+    let mut longest: f64 = 0.0;
+    let mut leaves = 0.0;
+    for i in 0..NODES {
+        if !link.contains(&(i as u8 + 1)) {
+            v[45 + ops[i].index() as usize] += 1.0;
+            longest = longest.max(depth[i + 1]);
+            leaves += 1.0;
+        }
+    }
+    v[54] = longest;
+    v[55] = leaves;
+    Some(v)
 }
 
 /// Form names not already counted as operations (`add`, `tanh` and `sigmoid` name both an
@@ -78,6 +131,7 @@ impl Features {
             col_nodes: col,
             vec_nodes: vec,
             routing_ops,
+            cell: cell_features(node).unwrap_or_default(),
         }
     }
 
@@ -101,6 +155,7 @@ impl Features {
             ]
             .map(String::from),
         );
+        v.extend((0..CELL_FEATURES).map(|i| format!("cell:{i}")));
         v
     }
 
@@ -123,6 +178,9 @@ impl Features {
             self.vec_nodes as f64,
             self.routing_ops as f64,
         ]);
+        let mut cell = self.cell.clone();
+        cell.resize(CELL_FEATURES, 0.0);
+        v.extend(cell);
         v
     }
 }

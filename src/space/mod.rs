@@ -8,6 +8,7 @@ pub mod cfg;
 pub mod check;
 pub mod evolve;
 pub mod features;
+pub mod gnn;
 pub mod grammar;
 pub mod lex;
 pub mod node;
@@ -123,6 +124,74 @@ static BUILTINS: &[Builtin] = &[
             (
                 "lion",
                 include_str!("../../spaces/optimizer/seeds/lion.arch"),
+            ),
+        ],
+    },
+    Builtin {
+        name: "nbgraph",
+        grammar: include_str!("../../spaces/nbgraph/space.grammar"),
+        seeds: &[
+            (
+                "skip2_gcn2",
+                include_str!("../../spaces/nbgraph/seeds/skip2_gcn2.arch"),
+            ),
+            (
+                "skip2_gat2",
+                include_str!("../../spaces/nbgraph/seeds/skip2_gat2.arch"),
+            ),
+            (
+                "skip2_gin2",
+                include_str!("../../spaces/nbgraph/seeds/skip2_gin2.arch"),
+            ),
+            (
+                "skip2_graph2",
+                include_str!("../../spaces/nbgraph/seeds/skip2_graph2.arch"),
+            ),
+            (
+                "skip2_sage2",
+                include_str!("../../spaces/nbgraph/seeds/skip2_sage2.arch"),
+            ),
+            (
+                "skip_gcn3",
+                include_str!("../../spaces/nbgraph/seeds/skip_gcn3.arch"),
+            ),
+            (
+                "skip_gat3",
+                include_str!("../../spaces/nbgraph/seeds/skip_gat3.arch"),
+            ),
+            (
+                "skip_gin3",
+                include_str!("../../spaces/nbgraph/seeds/skip_gin3.arch"),
+            ),
+            (
+                "skip_graph3",
+                include_str!("../../spaces/nbgraph/seeds/skip_graph3.arch"),
+            ),
+            (
+                "skip_sage3",
+                include_str!("../../spaces/nbgraph/seeds/skip_sage3.arch"),
+            ),
+        ],
+    },
+    Builtin {
+        name: "nbgraph_proteins",
+        grammar: include_str!("../../spaces/nbgraph_proteins/space.grammar"),
+        seeds: &[
+            (
+                "skip2_gcn2",
+                include_str!("../../spaces/nbgraph_proteins/seeds/skip2_gcn2.arch"),
+            ),
+            (
+                "skip2_sage2",
+                include_str!("../../spaces/nbgraph_proteins/seeds/skip2_sage2.arch"),
+            ),
+            (
+                "skip_gcn3",
+                include_str!("../../spaces/nbgraph_proteins/seeds/skip_gcn3.arch"),
+            ),
+            (
+                "skip_sage3",
+                include_str!("../../spaces/nbgraph_proteins/seeds/skip_sage3.arch"),
             ),
         ],
     },

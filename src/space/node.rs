@@ -23,6 +23,9 @@ pub enum Form {
     Residual,
     /// `nb201(e1, ..., e6)`: the NAS-Bench-201 network around one cell with these six edges.
     Nb201,
+    /// `nbgraph(n1, n2, n3, n4)`: a NAS-Bench-Graph cell of four GNN nodes, each `op(input)`;
+    /// kept as the benchmark's canonical cell, so isomorphic cells are one candidate.
+    NbGraph,
     // Elementwise expressions of programs (activation functions, update rules).
     Neg,
     Abs,
@@ -198,6 +201,14 @@ pub static FORMS: &[FormSpec] = &[
         sort: Sort::Module,
         variadic: false,
     },
+    FormSpec {
+        form: Form::NbGraph,
+        name: "nbgraph",
+        slots: &[Slot::UnaryOp; 4],
+        rule: "nbgraph(n1, n2, n3, n4): a NAS-Bench-Graph cell; node i is op(input), a GNN operation (gat, gcn, gin, cheb, sage, arma, graph, fc, skip) on the cell's input (0) or an earlier node (1 to i-1); nodes no other node reads feed the output; not all skips. Isomorphic cells are written one way (the benchmark's canonical cell)",
+        sort: Sort::Module,
+        variadic: false,
+    },
     expr_form!(Neg, "neg", 1, "neg(a) = -a"),
     expr_form!(Abs, "abs", 1, "abs(a) = |a|"),
     expr_form!(Square, "square", 1, "square(a) = a*a"),
@@ -291,7 +302,7 @@ impl Form {
             Form::Branch if i == 0 => Slot::SplitOp,
             Form::Branch if i + 1 == n => Slot::MergeOp,
             Form::Route if i != 1 => Slot::UnaryOp,
-            Form::Nb201 => Slot::UnaryOp,
+            Form::Nb201 | Form::NbGraph => Slot::UnaryOp,
             Form::Prog if i == 0 => Slot::Decl,
             Form::Prog => Slot::Stmt,
             Form::State => Slot::Expr,
@@ -360,7 +371,39 @@ impl Node {
                 children.sort();
                 Node::Form(form, children)
             }
+            Form::NbGraph => Node::nbgraph(children),
             _ => Node::Form(form, children),
+        }
+    }
+
+    /// `nbgraph(...)` as the benchmark's canonical cell when the children are a cell (four
+    /// GNN nodes reading earlier nodes, not all skips); as written otherwise, for the checker
+    /// to explain.
+    pub fn nbgraph(children: Vec<Node>) -> Node {
+        use super::gnn;
+        let cell = (children.len() == gnn::NODES).then(|| {
+            let mut link = [0u8; gnn::NODES];
+            let mut ops = [gnn::Gnn::Skip; gnn::NODES];
+            for (i, c) in children.iter().enumerate() {
+                match c {
+                    Node::Op(Op::Gnn(g, input)) => {
+                        link[i] = *input;
+                        ops[i] = *g;
+                    }
+                    _ => return None,
+                }
+            }
+            gnn::canonical(link, ops)
+        });
+        match cell.flatten() {
+            Some((link, ops)) => Node::Form(
+                Form::NbGraph,
+                link.iter()
+                    .zip(ops)
+                    .map(|(&l, g)| Node::Op(Op::Gnn(g, l)))
+                    .collect(),
+            ),
+            None => Node::Form(Form::NbGraph, children),
         }
     }
 

@@ -647,6 +647,7 @@ impl Expander<'_> {
                 Form::Route => 3,
                 Form::Residual => 1,
                 Form::Nb201 => 6,
+                Form::NbGraph => 4,
                 f => f.spec().slots.len(),
             };
             let exact = !matches!(form, Form::Seq | Form::Branch) && !form.spec().variadic;

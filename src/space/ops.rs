@@ -237,6 +237,8 @@ pub enum Op {
     Silu,
     Sigmoid,
     BatchNorm,
+    /// A NAS-Bench-Graph node: a GNN operation and its input (0 the cell's input, j node j).
+    Gnn(super::gnn::Gnn, u8),
     // program values
     Sym(Sym),
     /// A number, in millionths (see [`CONST_SCALE`]).
@@ -266,6 +268,17 @@ fn positive(what: &str, v: u32, max: u32) -> Result<u32, String> {
         Err(format!("{what} must be between 1 and {max}, not {v}"))
     } else {
         Ok(v)
+    }
+}
+
+fn gnn_input(v: u32) -> Result<u8, String> {
+    if v < super::gnn::NODES as u32 {
+        Ok(v as u8)
+    } else {
+        Err(format!(
+            "input must be 0 (the cell's input) or an earlier node 1 to {}, not {v}",
+            super::gnn::NODES - 1
+        ))
     }
 }
 
@@ -335,6 +348,33 @@ pub static OPS: &[OpSpec] = &[
     spec!("batchnorm", [], Unary,
         "BatchNorm over the last dimension of a vec tensor (features), over channels of an im tensor",
         |_| Ok(Op::BatchNorm)),
+    spec!("gat", ["input"], Unary,
+        "NAS-Bench-Graph node: graph attention (2 heads) applied to its input (0 the cell's input, j the output of node j, earlier than this node); only inside nbgraph(...)",
+        |a| Ok(Op::Gnn(super::gnn::Gnn::Gat, gnn_input(a[0])?))),
+    spec!("gcn", ["input"], Unary,
+        "NAS-Bench-Graph node: graph convolution (Kipf & Welling) applied to its input (0 the cell's input, j the output of node j, earlier than this node); only inside nbgraph(...)",
+        |a| Ok(Op::Gnn(super::gnn::Gnn::Gcn, gnn_input(a[0])?))),
+    spec!("gin", ["input"], Unary,
+        "NAS-Bench-Graph node: graph isomorphism network layer applied to its input (0 the cell's input, j the output of node j, earlier than this node); only inside nbgraph(...)",
+        |a| Ok(Op::Gnn(super::gnn::Gnn::Gin, gnn_input(a[0])?))),
+    spec!("cheb", ["input"], Unary,
+        "NAS-Bench-Graph node: Chebyshev spectral convolution applied to its input (0 the cell's input, j the output of node j, earlier than this node); only inside nbgraph(...)",
+        |a| Ok(Op::Gnn(super::gnn::Gnn::Cheb, gnn_input(a[0])?))),
+    spec!("sage", ["input"], Unary,
+        "NAS-Bench-Graph node: GraphSAGE applied to its input (0 the cell's input, j the output of node j, earlier than this node); only inside nbgraph(...)",
+        |a| Ok(Op::Gnn(super::gnn::Gnn::Sage, gnn_input(a[0])?))),
+    spec!("arma", ["input"], Unary,
+        "NAS-Bench-Graph node: ARMA graph convolution applied to its input (0 the cell's input, j the output of node j, earlier than this node); only inside nbgraph(...)",
+        |a| Ok(Op::Gnn(super::gnn::Gnn::Arma, gnn_input(a[0])?))),
+    spec!("graph", ["input"], Unary,
+        "NAS-Bench-Graph node: k-GNN graph convolution applied to its input (0 the cell's input, j the output of node j, earlier than this node); only inside nbgraph(...)",
+        |a| Ok(Op::Gnn(super::gnn::Gnn::Graph, gnn_input(a[0])?))),
+    spec!("fc", ["input"], Unary,
+        "NAS-Bench-Graph node: fully connected layer (ignores the edges) applied to its input (0 the cell's input, j the output of node j, earlier than this node); only inside nbgraph(...)",
+        |a| Ok(Op::Gnn(super::gnn::Gnn::Fc, gnn_input(a[0])?))),
+    spec!("skip", ["input"], Unary,
+        "NAS-Bench-Graph node: skip connection (identity) applied to its input (0 the cell's input, j the output of node j, earlier than this node); only inside nbgraph(...)",
+        |a| Ok(Op::Gnn(super::gnn::Gnn::Skip, gnn_input(a[0])?))),
     spec!("x", [], Value, "tensor: the activation function's input", |_| Ok(Op::Sym(Sym::X))),
     spec!("g", [], Value, "tensor: the gradient of the loss for this parameter tensor", |_| Ok(Op::Sym(Sym::G))),
     spec!("w", [], Value, "tensor: the parameter tensor before this step", |_| Ok(Op::Sym(Sym::W))),
@@ -389,6 +429,9 @@ pub fn mul(xs: &[u64]) -> u64 {
 pub struct Ctx {
     /// The H'xW' recorded by the nearest enclosing `im2col`, for `col2im`.
     pub fold: Option<(u64, u64)>,
+    /// Inside `nbgraph(...)`: the position (1 to 4) of the node being checked, whose input
+    /// must be an earlier node; 0 elsewhere, where GNN operations do not apply.
+    pub cell: u8,
     /// In programs: the state tensors declared so far ([`Sym::bit`]), so that the sampler
     /// draws only state that exists; [`Ctx::DECLARING`] inside `state(...)`.
     pub bound: u8,
@@ -467,6 +510,7 @@ impl Op {
             Op::Silu => "silu",
             Op::Sigmoid => "sigmoid",
             Op::BatchNorm => "batchnorm",
+            Op::Gnn(g, _) => g.name(),
             Op::Sym(s) => s.name(),
             Op::Const(_) => "const",
         }
@@ -487,6 +531,7 @@ impl Op {
             Op::Clone(k) => vec![k],
             Op::Group { k, dim } => vec![k, dim],
             Op::Cat { dim, k } => vec![dim, k],
+            Op::Gnn(_, input) => vec![input as u32],
             _ => vec![],
         }
     }
@@ -599,6 +644,21 @@ impl Op {
                     return Err(fail(
                         "NAS-Bench-201 edge operations apply to im tensors",
                         format_args!("got {x}, a tensor in {} mode", mode.name()),
+                    ));
+                }
+                Ok(x)
+            }
+            Op::Gnn(_, input) => {
+                if ctx.cell == 0 {
+                    return Err(fail(
+                        "GNN operations (gat, gcn, ..., skip) stand only as the nodes of nbgraph(...)",
+                        format_args!("{self} is outside an nbgraph cell"),
+                    ));
+                }
+                if input >= ctx.cell {
+                    return Err(fail(
+                        "node i of an nbgraph cell reads the cell's input (0) or an earlier node (1 to i-1)",
+                        format_args!("node {} cannot read {input}", ctx.cell),
                     ));
                 }
                 Ok(x)
@@ -845,6 +905,8 @@ mod tests {
             Op::Silu,
             Op::Sigmoid,
             Op::BatchNorm,
+            Op::Gnn(crate::space::gnn::Gnn::Sage, 2),
+            Op::Gnn(crate::space::gnn::Gnn::Skip, 0),
         ];
         for op in samples {
             let s = spec(op.name()).unwrap();

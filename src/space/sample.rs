@@ -226,6 +226,7 @@ impl<'g> Sampler<'g> {
                     (y == x).then(|| (Node::Form(Form::Residual, vec![m]), x))
                 }
                 Form::Nb201 => self.nb201(d, slots, x, ctx, depth),
+                Form::NbGraph => self.nbgraph(d, slots, x, ctx),
                 _ => self.program_form(d, f, slots, x, ctx, depth),
             };
             if let Some((n, y)) = r {
@@ -341,6 +342,69 @@ impl<'g> Sampler<'g> {
 }
 
 impl Sampler<'_> {
+    /// A NAS-Bench-Graph cell, drawn uniformly among the distinct cells (isomorphic cells
+    /// counted once) that the slots' operations make, not by the slots' weights: so that
+    /// random search is uniform over what the benchmark tells apart, and its expected result
+    /// can be computed exactly from a table.
+    fn nbgraph<R: Rng>(
+        &self,
+        d: &mut Draw<'_, R>,
+        slots: &[SymId],
+        x: Shape,
+        ctx: Ctx,
+    ) -> Option<(Node, Shape)> {
+        use super::gnn;
+        if slots.len() != gnn::NODES {
+            return None;
+        }
+        let choices: [Vec<(gnn::Gnn, u8)>; gnn::NODES] = std::array::from_fn(|i| {
+            let mut v: Vec<(gnn::Gnn, u8)> = self
+                .ops_of(slots[i])
+                .into_iter()
+                .filter_map(|op| match op {
+                    Op::Gnn(g, input) if (input as usize) <= i => Some((g, input)),
+                    _ => None,
+                })
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        });
+        let cells = gnn::distinct_cells(choices);
+        let &(link, ops) = cells.get(d.rng.gen_range(0..cells.len().max(1)))?;
+        let _ = ctx;
+        Some((
+            Node::Form(
+                Form::NbGraph,
+                link.iter()
+                    .zip(ops)
+                    .map(|(&l, g)| Node::Op(Op::Gnn(g, l)))
+                    .collect(),
+            ),
+            x,
+        ))
+    }
+
+    /// The operations a symbol derives directly (through references, not forms).
+    fn ops_of(&self, sym: SymId) -> Vec<Op> {
+        let mut out = Vec::new();
+        let mut seen = vec![false; self.g.rules.len()];
+        let mut stack = vec![sym];
+        while let Some(s) = stack.pop() {
+            if std::mem::replace(&mut seen[s], true) {
+                continue;
+            }
+            for a in &self.g.rules[s].alts {
+                match &a.body {
+                    Body::Op(op) => out.push(*op),
+                    Body::Ref(t) => stack.push(*t),
+                    Body::Form(..) => {}
+                }
+            }
+        }
+        out
+    }
+
     /// Expression and statement forms: each part drawn in order from its slot. Programs take
     /// no shape, so every part sees the input unchanged; what flows is the set of declared
     /// state, so that statements read and assign only state that exists.

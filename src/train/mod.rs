@@ -15,6 +15,7 @@
 pub mod compile;
 pub mod data;
 pub mod device;
+pub mod lookup;
 pub mod npy;
 pub mod program;
 pub mod recipe;

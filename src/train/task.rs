@@ -32,6 +32,9 @@ pub enum Source {
     Idx { dir: PathBuf },
     /// CIFAR-10 or CIFAR-100 binary batches.
     Cifar { dir: PathBuf, classes: u64 },
+    /// A tabular benchmark: every candidate was trained in advance and is looked up
+    /// (NAS-Bench-Graph, `nbgraph:<dataset>`; see [`super::lookup`]).
+    Lookup { dataset: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -52,6 +55,8 @@ pub enum TaskError {
     Unknown { name: String, known: String },
     #[error(transparent)]
     Data(#[from] DataError),
+    #[error("unknown NAS-Bench-Graph data set in `{name}`; the look-up tasks are {known}")]
+    UnknownLookup { name: String, known: String },
 }
 
 /// Names of the built-in synthetic tasks.
@@ -122,13 +127,66 @@ impl Task {
                 out.push(t);
             }
         }
+        for d in super::lookup::DATASETS {
+            if let Ok(t) = Task::resolve(&format!("nbgraph:{}", d.name)) {
+                out.push(t);
+            }
+        }
         out
+    }
+
+    /// The data set of a look-up task.
+    pub fn lookup(&self) -> Option<&'static super::lookup::Dataset> {
+        match &self.source {
+            Source::Lookup { dataset } => super::lookup::Dataset::by_name(dataset),
+            _ => None,
+        }
+    }
+
+    fn nbgraph(name: &str, dataset: &str) -> Result<Task, TaskError> {
+        let known = || {
+            super::lookup::DATASETS
+                .iter()
+                .map(|d| format!("nbgraph:{}", d.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let d =
+            super::lookup::Dataset::by_name(dataset).ok_or_else(|| TaskError::UnknownLookup {
+                name: name.to_string(),
+                known: known(),
+            })?;
+        Ok(Task {
+            name: format!("nbgraph:{}", d.name),
+            description: format!(
+                "NAS-Bench-Graph look-up on {}: {} nodes, {} features, {} classes. Every cell of space {} was trained in advance; evaluating one is a look-up in the table, no training. The score is the table's validation accuracy{}; the table's other figures are recorded for reports only",
+                d.about,
+                d.nodes,
+                d.features,
+                d.classes,
+                d.space,
+                if d.name == "proteins" { " (ROC-AUC for proteins)" } else { "" }
+            ),
+            input: Some(d.input()),
+            classes: Some(d.classes),
+            metric: Metric::Accuracy,
+            recipe: Recipe {
+                epochs: 1,
+                ..Recipe::default()
+            },
+            source: Source::Lookup {
+                dataset: d.name.to_string(),
+            },
+        })
     }
 
     /// A task by name: a synthetic task, `FORMAT:DIR`, or `FORMAT` for the default folder.
     pub fn resolve(name: &str) -> Result<Task, TaskError> {
         if let Some(t) = synthetic(name) {
             return Ok(t);
+        }
+        if let Some(dataset) = name.strip_prefix("nbgraph:") {
+            return Task::nbgraph(name, dataset);
         }
         let (format, dir) = match name.split_once(':') {
             Some((f, d)) => (f, PathBuf::from(d)),
@@ -178,7 +236,7 @@ impl Task {
             Source::Npy { dir } | Source::Idx { dir } | Source::Cifar { dir, .. } => {
                 format!("{format}:{}", dir.display())
             }
-            Source::Synthetic { .. } => name.to_string(),
+            Source::Synthetic { .. } | Source::Lookup { .. } => name.to_string(),
         };
         Ok(Task {
             name: shown,
@@ -198,6 +256,14 @@ impl Task {
             Source::Npy { dir } => data::load_npy_dir(dir, self.classes)?,
             Source::Idx { dir } => data::load_idx(dir, &self.name)?,
             Source::Cifar { dir, classes } => data::load_cifar(dir, *classes)?,
+            Source::Lookup { dataset } => {
+                return Err(DataError::Format {
+                    path: super::lookup::tables_dir().join(format!("{dataset}.csv")),
+                    why: format!(
+                        "nbgraph:{dataset} is a look-up task: it has no examples to train on"
+                    ),
+                })
+            }
         };
         d.normalise();
         Ok(d)
@@ -232,6 +298,18 @@ impl Task {
             }
             Source::Npy { dir } | Source::Idx { dir } | Source::Cifar { dir, .. } => {
                 s += &format!("data:    {}\n", dir.display())
+            }
+            Source::Lookup { dataset } => {
+                let d = super::lookup::Dataset::by_name(dataset);
+                s += &format!(
+                    "data:    look-up table {} (install: {})\nspace:   {}\n",
+                    super::lookup::tables_dir()
+                        .join(format!("{dataset}.csv"))
+                        .display(),
+                    super::lookup::INSTALL,
+                    d.map_or("nbgraph", |d| d.space)
+                );
+                return s;
             }
         }
         s += &format!(

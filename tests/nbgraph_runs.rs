@@ -1,0 +1,323 @@
+//! Look-up tasks end to end on synthetic NAS-Bench-Graph tables written by the tests (so they
+//! run without the package): every strategy finishes with a journal, the test accuracy stays
+//! out of the model's sight, bad settings and corrupt tables are refused by name, and the
+//! bench's table on a small case is a snapshot.
+//!
+//! The tables' folder is set once for this test binary (`ARCHSMITH_NBGRAPH_DIR`).
+
+use archsmith::bench::{self, BenchSpec};
+use archsmith::run::{prepare_new, read_journal, Event, NoProgress, Settings, StrategyKind};
+use archsmith::space::gnn::{self, Gnn};
+use archsmith::train::lookup::{write_table, Entry};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// A deterministic stand-in for a table: every key of the space, a score with structure
+/// (some operations and deeper cells are better) plus key-hashed noise, and a test accuracy
+/// that differs from it.
+fn synthetic_rows(ops: &[Gnn]) -> Vec<(u64, Entry)> {
+    let mut rows = std::collections::BTreeMap::new();
+    for link in gnn::all_links() {
+        for &a in ops {
+            for &b in ops {
+                for &c in ops {
+                    for &d in ops {
+                        let o = [a, b, c, d];
+                        if !gnn::is_cell(&link, &o) {
+                            continue;
+                        }
+                        let k = gnn::key(link, o).unwrap();
+                        let (cl, co) = gnn::decode(k).unwrap();
+                        let op_score: f64 = co
+                            .iter()
+                            .map(|g| {
+                                [0.3, 0.8, 0.5, 0.4, 0.9, 0.7, 0.2, 0.1, 0.6][g.index() as usize]
+                            })
+                            .sum::<f64>()
+                            / 4.0;
+                        let depth = cl.iter().filter(|&&l| l > 0).count() as f64 / 3.0;
+                        let noise = (k.wrapping_mul(2654435761) % 1000) as f64 / 1000.0;
+                        let valid = 0.4 + 0.3 * op_score + 0.1 * depth + 0.05 * noise;
+                        rows.insert(
+                            k,
+                            Entry {
+                                valid,
+                                test: valid - 0.012_345 + 0.01 * noise,
+                                latency: 0.001 + noise / 1000.0,
+                                params_m: 0.1 + op_score,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+    rows.into_iter().collect()
+}
+
+/// The synthetic tables' folder: cora and proteins good, pubmed corrupt, citeseer missing.
+fn tables() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        write_table(&dir.join("cora.csv"), "cora", &synthetic_rows(&Gnn::ALL)).unwrap();
+        write_table(
+            &dir.join("proteins.csv"),
+            "proteins",
+            &synthetic_rows(&Gnn::PROTEINS),
+        )
+        .unwrap();
+        write_table(
+            &dir.join("pubmed.csv"),
+            "pubmed",
+            &synthetic_rows(&Gnn::ALL),
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(dir.join("pubmed.csv")).unwrap();
+        std::fs::write(dir.join("pubmed.csv"), &text[..text.len() / 2]).unwrap();
+        std::env::set_var(archsmith::train::lookup::DIR_ENV, &dir);
+        dir
+    })
+}
+
+fn toml(out: &Path, space: &str, task: &str, strategy: &str, evals: u64) -> String {
+    format!(
+        r#"
+seed = 3
+out = "{out}"
+
+[space]
+name = "{space}"
+
+[task]
+name = "{task}"
+
+[strategy]
+kind = "{strategy}"
+
+[strategy.evolution]
+population = 4
+tournament = 2
+
+[strategy.bo]
+initial = 4
+
+[strategy.llm_evolution]
+population = 4
+tournament = 2
+
+[budget]
+evaluations = {evals}
+stall_rounds = 20
+
+[llm]
+provider = "mock"
+model = "mock"
+mock_replies = [
+  "PLAN: deep sage.\nCANDIDATE: nbgraph(sage(0), sage(1), gcn(2), arma(3))\nPREDICTED: 0.8",
+  "PLAN: wide.\nCANDIDATE: nbgraph(gcn(0), sage(0), arma(0), gcn(0))\nPREDICTED: 0.7\nCANDIDATE: nbgraph(gcn(0), relu, arma(0), gcn(0))\nPREDICTED: 0.1",
+]
+"#,
+        out = out.display()
+    )
+}
+
+fn settings(text: &str) -> Settings {
+    Settings::from_toml(text, "test.toml").expect("settings")
+}
+
+fn lookup(_: &str) -> Option<String> {
+    None
+}
+
+#[test]
+fn every_strategy_finishes_on_a_lookup_task_and_never_sees_the_test_score() {
+    tables();
+    let tmp = tempfile::tempdir().unwrap();
+    for strategy in ["random", "evolution", "bo", "llm", "llm-evolution"] {
+        let p = prepare_new(
+            settings(&toml(tmp.path(), "nbgraph", "nbgraph:cora", strategy, 12)),
+            "test.toml",
+            &lookup,
+        )
+        .unwrap_or_else(|e| panic!("{strategy}: {e:#}"));
+        let dir = p.dir.clone();
+        let out = p
+            .run(Box::new(NoProgress))
+            .unwrap_or_else(|e| panic!("{strategy}: {e:#}"));
+        assert_eq!(out.status, "completed", "{strategy}: {}", out.reason);
+        let events = read_journal(&dir.join("journal.jsonl")).unwrap().events;
+        let fin: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::TrainFinished(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(fin.len(), 12, "{strategy}");
+        let mut keys = std::collections::HashSet::new();
+        for t in &fin {
+            let l = t.lookup.expect("a look-up record");
+            assert!(t.score.is_some(), "{strategy}: {t:?}");
+            assert!(l.test != t.score.unwrap());
+            assert!(
+                keys.insert(l.key),
+                "{strategy}: an isomorphic cell evaluated twice"
+            );
+            assert!(t.params > 0);
+        }
+        if strategy.starts_with("llm") {
+            // The model saw validation scores, never a test accuracy.
+            let llm = std::fs::read_to_string(dir.join("llm.jsonl")).unwrap();
+            assert!(
+                !llm.contains("test"),
+                "{strategy}: the prompt mentions test"
+            );
+            for t in &fin {
+                let test = t.lookup.unwrap().test;
+                for digits in [format!("{test:.4}"), format!("{test}")] {
+                    assert!(
+                        !llm.contains(&digits),
+                        "{strategy}: {digits} reached the model"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_settings_and_broken_tables_are_refused_by_name() {
+    let dir = tables();
+    let tmp = tempfile::tempdir().unwrap();
+    let err = |space: &str, task: &str, extra: &str| {
+        // Top-level keys go before the tables, tables after.
+        let text = if extra.starts_with('[') || extra.starts_with('\n') {
+            toml(tmp.path(), space, task, "random", 5) + extra
+        } else {
+            format!("{extra}{}", toml(tmp.path(), space, task, "random", 5))
+        };
+        match prepare_new(settings(&text), "test.toml", &lookup) {
+            Ok(_) => panic!("{task} on {space} was accepted"),
+            Err(e) => format!("{e:#}"),
+        }
+    };
+    let e = err("nbgraph", "nbgraph:pubmed", "");
+    assert!(
+        e.contains(&dir.join("pubmed.csv").display().to_string()),
+        "{e}"
+    );
+    assert!(
+        e.contains("corrupt") && e.contains("scripts/setup-nbgraph.sh"),
+        "{e}"
+    );
+    let e = err("nbgraph", "nbgraph:citeseer", "");
+    assert!(
+        e.contains(&dir.join("citeseer.csv").display().to_string()),
+        "{e}"
+    );
+    assert!(
+        e.contains("missing") && e.contains("scripts/setup-nbgraph.sh"),
+        "{e}"
+    );
+    let e = err("nbgraph", "nbgraph:proteins", "");
+    assert!(e.contains("nbgraph_proteins"), "{e}");
+    let e = err("nbgraph", "nbgraph:nowhere", "");
+    assert!(e.contains("nbgraph:cora"), "{e}");
+    let e = err(
+        "nbgraph",
+        "nbgraph:cora",
+        "\n[fidelity]\nsuccessive_halving = true\n",
+    );
+    assert!(e.contains("successive halving does not apply"), "{e}");
+    let e = err("nbgraph", "nbgraph:cora", "parallel = 2\n");
+    assert!(e.contains("one at a time"), "{e}");
+}
+
+#[test]
+fn proteins_runs_in_its_own_space() {
+    tables();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = prepare_new(
+        settings(&toml(
+            tmp.path(),
+            "nbgraph_proteins",
+            "nbgraph:proteins",
+            "evolution",
+            15,
+        )),
+        "test.toml",
+        &lookup,
+    )
+    .unwrap();
+    let out = p.run(Box::new(NoProgress)).unwrap();
+    assert_eq!(out.evaluations, 15);
+    assert!(out.best.unwrap().candidate.starts_with("nbgraph("));
+}
+
+fn spec(
+    out: &Path,
+    datasets: &[&str],
+    strategies: &[StrategyKind],
+    seeds: u64,
+    evals: u64,
+) -> BenchSpec {
+    let base = settings(&toml(out, "nbgraph", "nbgraph:cora", "random", 1));
+    BenchSpec {
+        datasets: datasets.iter().map(|d| d.to_string()).collect(),
+        strategies: strategies.to_vec(),
+        seeds,
+        first_seed: 0,
+        evaluations: evals,
+        threads: 2,
+        out: out.to_path_buf(),
+        base,
+    }
+}
+
+#[test]
+fn the_bench_table_on_a_small_case() {
+    tables();
+    let tmp = tempfile::tempdir().unwrap();
+    let s = spec(
+        tmp.path(),
+        &["cora", "proteins"],
+        &[
+            StrategyKind::Random,
+            StrategyKind::Evolution,
+            StrategyKind::Bo,
+        ],
+        3,
+        20,
+    );
+    let (b, runs) = bench::run(&s, &lookup, &|_, _| {}).unwrap();
+    assert_eq!(runs.len(), 18);
+    assert!(runs.iter().all(|r| r.valid.len() == 20));
+    insta::assert_snapshot!(bench::markdown(&b));
+}
+
+#[test]
+fn simulated_random_search_agrees_with_the_exact_expectation() {
+    tables();
+    let tmp = tempfile::tempdir().unwrap();
+    let s = spec(tmp.path(), &["proteins"], &[StrategyKind::Random], 60, 25);
+    let (b, _) = bench::run(&s, &lookup, &|_, _| {}).unwrap();
+    let exact = &b.tables[0].random_exact;
+    let r = &b.rows[0];
+    let z = (r.best_valid - exact.best_valid) / r.best_valid_se;
+    assert!(
+        z.abs() < 3.0,
+        "simulated {} +- {} against exact {} (z = {z})",
+        r.best_valid,
+        r.best_valid_se,
+        exact.best_valid
+    );
+    let zt = (r.test - exact.test_of_best) / r.test_se;
+    assert!(
+        zt.abs() < 3.0,
+        "test {} +- {} against {}",
+        r.test,
+        r.test_se,
+        exact.test_of_best
+    );
+}
