@@ -346,7 +346,7 @@ fn predicted_value(text: &str, line: usize, notes: &mut Vec<String>) -> Option<f
     let v = standalone_number(text);
     if v.is_none() {
         notes.push(format!(
-            "line {line}: predicted score `{}` is not a number on its own",
+            "line {line}: predicted score `{}` is not a number",
             crate::text::clipped(text.trim(), 80)
         ));
     }
