@@ -37,6 +37,8 @@ fn dry_run_settles_auto_and_applies_flags() {
             "glyph-sum",
         ])
         .env_remove("OPENAI_API_KEY")
+        // No local model either (it may be installed on this machine): then evolution.
+        .env("ARCHSMITH_LLM_HOME", "/nonexistent/archsmith-llm")
         .output()
         .unwrap();
     assert!(out.status.success());

@@ -30,10 +30,12 @@ fn spawn_run(out: &Path, toml: &str) -> Child {
 fn wait_for(out: &Path, t: &str, count: usize, child: &mut Child) -> PathBuf {
     let start = Instant::now();
     loop {
-        if let Some(dir) = std::fs::read_dir(out)
-            .ok()
-            .and_then(|_| std::panic::catch_unwind(|| run_dir(out)).ok())
-        {
+        let dir = std::fs::read_dir(out).ok().and_then(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join("journal.jsonl").is_file())
+                .max()
+        });
+        if let Some(dir) = dir {
             if of_type(&journal(&dir), t).len() >= count {
                 return dir;
             }
@@ -69,7 +71,12 @@ fn assert_clean(dir: &Path, n: u64) -> Vec<(u64, String, Option<f64>)> {
 fn a_second_writer_is_refused_while_the_first_lives_and_readers_keep_working() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("live");
-    let mut child = spawn_run(&out, &sequential(&out, 6));
+    // Long enough that it is still running while the checks below are made.
+    let evals = 30;
+    let mut child = spawn_run(
+        &out,
+        &sequential(&out, evals).replace("train_size = 128", "train_size = 512"),
+    );
     let dir = wait_for(&out, "train_finished", 1, &mut child);
 
     // Two more writers, as a user who types `resume` twice would start them.
@@ -87,6 +94,10 @@ fn a_second_writer_is_refused_while_the_first_lives_and_readers_keep_working() {
             "refused at once, not after waiting"
         );
     }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run was still going while it was refused"
+    );
     // Readers do not take the lock.
     for args in [&["show"][..], &["report"], &["replay", "--scores-only"]] {
         let o = archsmith(args, &dir);
@@ -99,11 +110,13 @@ fn a_second_writer_is_refused_while_the_first_lives_and_readers_keep_working() {
     let o = Command::new(BIN).arg("runs").arg(&out).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
-    assert!(child.wait().unwrap().success());
-    assert_clean(&dir, 6);
-    // Once the writer has gone, the folder is free again.
+    // Once the writer has gone (here killed), the folder is free again, and the refused
+    // writers left no trace: the run finishes with every evaluation once.
+    child.kill().unwrap();
+    child.wait().unwrap();
     let o = archsmith(&["resume"], &dir);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_clean(&dir, evals);
 }
 
 /// `kill -9` at several moments of a run (just after a proposal is journaled, while a
