@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{finished, journal, of_type, run_config, run_dir, tiny_search, BIN};
+use common::{finished, journal, of_type, run_config, tiny_search, BIN};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
