@@ -329,7 +329,7 @@ fn seed_only_options_are_members_but_never_drawn() {
     let space = Space::load("einspace").unwrap();
     let input = Shape::im(3, 32, 32);
     let seed = &space.seed("resnet34_no_maxpool").unwrap().node;
-    assert!(seed.to_string().contains("im2col(7, 2, 3)"));
+    assert!(seed.to_string().contains("im2col(7,2,3)"));
     assert!(space.check(seed, None, input, &opts()).is_ok());
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let mut kept = 0;
@@ -337,7 +337,7 @@ fn seed_only_options_are_members_but_never_drawn() {
         let child = space.mutate(seed, input, &opts(), &mut rng).unwrap();
         assert!(space.check(&child, None, input, &opts()).is_ok(), "{child}");
         // Mutation redraws one subtree; the stem usually stays, and is never added twice.
-        let n = child.to_string().matches("im2col(7, 2, 3)").count();
+        let n = child.to_string().matches("im2col(7,2,3)").count();
         assert!(n <= 1, "{child}");
         kept += n;
     }
@@ -347,6 +347,6 @@ fn seed_only_options_are_members_but_never_drawn() {
         let (node, _) = space
             .sample_with(&sampler, input, &opts(), &mut rng)
             .unwrap();
-        assert!(!node.to_string().contains("im2col(7, 2, 3)"), "{node}");
+        assert!(!node.to_string().contains("im2col(7,2,3)"), "{node}");
     }
 }

@@ -179,6 +179,13 @@ fn each_pattern_is_the_same_fused() {
         );
         let node = archsmith::space::parse_one(&t).unwrap().node;
         assert_eq!(equivalent(&node, Shape::im(3, 32, 32), 1e-6), (1, 1));
+        // Heads side by side: multi-head attention, one projection for all heads.
+        let t = format!(
+            "route(im2col(4, 4, 0), seq(linear(32), branch(clone(4), {}, cat(2, 4)), norm), identity)",
+            head(agg, 8)
+        );
+        let node = archsmith::space::parse_one(&t).unwrap().node;
+        assert_eq!(equivalent(&node, Shape::im(3, 32, 32), 1e-6), (1, 1));
         // On images the products batch over channels: [B, C, H, W] @ [B, C, W, H].
         let t = format!(
             "branch(clone(2), seq(branch(clone(2), identity, permute132, {agg}), softmax), norm, dot_product)"
@@ -235,6 +242,15 @@ fn weights_trained_either_way_load_either_way() {
         let d = rel_diff(&yb, &ya);
         assert!(d < 1e-3, "{d:e}");
     }
+}
+
+#[test]
+fn channels_last_is_the_same_tensor() {
+    let x = Tensor::randn([2, 3, 4, 5], (Kind::Float, Device::Cpu));
+    let y = archsmith::train::compile::to_channels_last(&x).unwrap();
+    assert_eq!(y.size(), x.size());
+    assert_eq!(y.stride(), vec![60, 1, 15, 3]);
+    assert!(y.equal(&x));
 }
 
 #[test]

@@ -142,6 +142,62 @@ pub fn attention(node: &Node, x: Shape) -> Option<Attention<'_>> {
     Some(Attention { q, k, v, scaled })
 }
 
+/// Several einspace attention heads side by side on one sequence, concatenated:
+/// `branch(clone(h), head, cat(2, h))` on `[B, S, D]`, where each head (one module, copied h
+/// times with its own weights) is an [`Attention`] whose query is `linear(d)`, key
+/// `route(identity, linear(d), permute21)` and value `linear(dv)`. This is multi-head
+/// attention: one linear map of all 3h projections, one attention call over h heads, the
+/// heads' outputs side by side as `cat` lays them.
+#[derive(Clone, Copy, Debug)]
+pub struct MultiHead {
+    pub heads: u32,
+    /// Query and key width of a head.
+    pub d: u32,
+    /// Value width of a head.
+    pub dv: u32,
+    pub scaled: bool,
+}
+
+/// The multi-head pattern at `node` for input `x`, if it is one.
+pub fn multi_head(node: &Node, x: Shape) -> Option<MultiHead> {
+    if x.mode() != Mode::Col {
+        return None;
+    }
+    let Node::Form(Form::Branch, ch) = node else {
+        return None;
+    };
+    let [Node::Op(Op::Clone(h)), head, Node::Op(Op::Cat { dim: 2, k })] = ch.as_slice() else {
+        return None;
+    };
+    if h != k || *h < 2 {
+        return None;
+    }
+    let a = attention(head, x)?;
+    let Node::Op(Op::Linear(d)) = a.q else {
+        return None;
+    };
+    let Node::Form(Form::Route, kr) = a.k else {
+        return None;
+    };
+    let [Node::Op(Op::Identity), Node::Op(Op::Linear(dk)), Node::Op(Op::Permute(p))] =
+        kr.as_slice()
+    else {
+        return None;
+    };
+    let Node::Op(Op::Linear(dv)) = a.v else {
+        return None;
+    };
+    if dk != d || !matches!(p, super::ops::Perm::P21) {
+        return None;
+    }
+    Some(MultiHead {
+        heads: *h,
+        d: *d,
+        dv: *dv,
+        scaled: a.scaled,
+    })
+}
+
 /// How many subtrees of `node` (for input `x`) each pattern would fuse: (convolutions,
 /// attentions). Walks the tree with the validator's shape rules; a malformed tree counts what
 /// it can.
@@ -178,6 +234,12 @@ fn walk(node: &Node, x: Shape, ctx: super::ops::Ctx, n: &mut (usize, usize)) -> 
             walk(&ch[2], z, inner, n)
         }
         Node::Form(Form::Branch, ch) if ch.len() >= 3 => {
+            if let Some(m) = multi_head(node, x) {
+                // One fused call for all the heads; their inner patterns are not walked.
+                n.1 += 1;
+                let [s, _] = x.dims()[..] else { return None };
+                return Some(Shape::col(s, (m.heads * m.dv) as u64));
+            }
             if attention(node, x).is_some() {
                 n.1 += 1;
             }
@@ -252,7 +314,13 @@ mod tests {
         let r = &s.seed("resnet18_no_maxpool").unwrap().node;
         assert_eq!(count(r, Shape::im(3, 32, 32)), (21, 0));
         let t = &s.seed("transformer").unwrap().node;
-        // The patch embedding and four heads in each of four layers.
-        assert_eq!(count(t, Shape::im(3, 32, 32)), (1, 16));
+        // The patch embedding and one multi-head attention in each of four layers.
+        assert_eq!(count(t, Shape::im(3, 32, 32)), (1, 4));
+        let text = "branch(clone(4), branch(clone(2), seq(branch(clone(2), linear(8), route(identity, linear(8), permute21), scaled_dot_product), softmax), linear(16), dot_product), cat(2, 4))";
+        let m = multi_head(&node(text), Shape::col(10, 32)).unwrap();
+        assert_eq!((m.heads, m.d, m.dv, m.scaled), (4, 8, 16, true));
+        // Heads on groups of the features are not one projection of the whole input.
+        let grouped = text.replace("clone(4)", "group(4, 2)");
+        assert!(multi_head(&node(&grouped), Shape::col(10, 32)).is_none());
     }
 }

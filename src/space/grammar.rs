@@ -1025,10 +1025,10 @@ fn check(g: &Grammar, errs: &mut Vec<GrammarError>) {
         });
     }
     for r in &g.rules {
-        if r.alts.iter().all(|a| a.weight == 0.0) {
+        if !r.alts.iter().any(|a| a.weight > 0.0) {
             errs.push(GrammarError {
                 message: format!(
-                    "every alternative of `{}` has weight 0 (seed-only), so sampling could never draw it",
+                    "no alternative of `{}` has a positive weight (weight 0 is seed-only), so sampling could never draw it",
                     r.name
                 ),
                 span: r.span,
@@ -1158,7 +1158,7 @@ mod tests {
             "space s\nroot net\nnet = seq(unit, unit)\nunit = linear(16) @ 0 | linear(7) @ 0\n";
         let e = parse_grammar(src, "s").unwrap_err().to_string();
         assert!(
-            e.contains("s:4:1: every alternative of `unit` has weight 0"),
+            e.contains("s:4:1: no alternative of `unit` has a positive weight"),
             "{e}"
         );
     }

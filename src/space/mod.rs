@@ -517,7 +517,11 @@ impl Space {
                             format!("{}({})", op.name(), args.join(" | "))
                         };
                         if n > 1 {
-                            parts.push(format!("{text}  [{p} each]"));
+                            if a.weight == 0.0 {
+                                parts.push(format!("{text}  [{p}]"));
+                            } else {
+                                parts.push(format!("{text}  [{p} each]"));
+                            }
                         } else {
                             parts.push(format!("{text}  [{p}]"));
                         }

@@ -46,12 +46,20 @@ pub struct Network {
     pool: Vec<i64>,
     /// The backbone's output shape, as the validator inferred it.
     pub output: Shape,
+    /// Whether images enter channels-last on CUDA (when convolutions were fused: cuDNN's
+    /// NHWC kernels are the fast ones, above all with bf16 tensor cores; on the CPU oneDNN
+    /// gains nothing measurable, so the layout stays).
+    channels_last: bool,
 }
 
 impl Network {
     /// Logits for a batch: float32, or float64 for a float64 network.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
-        let y = self.backbone.forward(x, train)?;
+        let y = if self.channels_last && x.dim() == 4 && x.device().is_cuda() {
+            self.backbone.forward(&to_channels_last(x)?, train)?
+        } else {
+            self.backbone.forward(x, train)?
+        };
         let y = if self.pool.is_empty() {
             y
         } else {
@@ -117,6 +125,7 @@ pub fn compile_with(
     let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(seed as i64);
     let b = Builder { fuse: opts.fuse };
+    let channels_last = opts.fuse && fuse::count(node, input).0 > 0;
     let (backbone, output) = b.build(&(p / "net"), node, input, Ctx::default())?;
     let features = output.features() as i64;
     let head = linear(&(p / "head"), features, classes as i64)
@@ -131,6 +140,7 @@ pub fn compile_with(
         head,
         pool,
         output,
+        channels_last,
     })
 }
 
@@ -165,6 +175,9 @@ impl Builder {
         if self.fuse {
             if let Some(c) = fuse::conv(node, x) {
                 return self.conv(p, node, &c, x, ctx);
+            }
+            if let Some(m) = fuse::multi_head(node, x) {
+                return self.multi_head(p, node, &m, x);
             }
             if let Some(a) = fuse::attention(node, x) {
                 return self.attention(p, node, &a, x, ctx);
@@ -322,6 +335,48 @@ impl Builder {
         Ok((Box::new(Seq(layers)), out))
     }
 
+    /// h einspace heads on one sequence, concatenated, as multi-head attention: one linear map
+    /// for every head's query, key and value, one attention call. Each head's parameters are
+    /// made at its unfused paths, head by head in the unfused order (query, key, value).
+    fn multi_head(
+        &self,
+        p: &nn::Path,
+        node: &Node,
+        m: &fuse::MultiHead,
+        x: Shape,
+    ) -> Result<(Box<dyn Layer>, Shape), CompileError> {
+        let [s, dm] = x.dims()[..] else {
+            return Err(shape_err(
+                node,
+                format!("multi-head attention cannot take {x}"),
+            ));
+        };
+        let (d, dv) = (m.d as i64, m.dv as i64);
+        let (mut q, mut k, mut v) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..m.heads as usize {
+            let hp = p / (i + 1);
+            let make = |path: nn::Path, out: i64| {
+                linear(&path, dm as i64, out).map_err(|e| torch_err(Op::Linear(out as u32), e))
+            };
+            q.push(make(&hp / 1 / 0 / 1, d)?);
+            k.push(make(&hp / 1 / 0 / 2 / 1, d)?);
+            v.push(make(&hp / 2, dv)?);
+        }
+        let (w, b): (Vec<Tensor>, Vec<Tensor>) =
+            q.into_iter().chain(k).chain(v).map(|l| (l.w, l.b)).unzip();
+        Ok((
+            Box::new(MultiHeadAttention {
+                w,
+                b,
+                heads: m.heads as i64,
+                d,
+                dv,
+                scaled: m.scaled,
+            }),
+            Shape::col(s, m.heads as u64 * m.dv as u64),
+        ))
+    }
+
     /// einspace's attention as one `scaled_dot_product_attention`. The query, key and value
     /// modules are built at their unfused paths and in the unfused order.
     fn attention(
@@ -397,6 +452,14 @@ fn op_layer(p: &nn::Path, op: Op, x: Shape, ctx: Ctx) -> Result<Box<dyn Layer>, 
         }
         other => Box::new(Stateless(other)),
     })
+}
+
+/// The same [B, C, H, W] tensor stored channels-last (NHWC strides), the memory format torch
+/// detects from the strides and convolutions then keep (tch has no memory-format argument).
+pub fn to_channels_last(x: &Tensor) -> Result<Tensor, TchError> {
+    x.f_permute([0, 2, 3, 1])?
+        .f_contiguous()?
+        .f_permute([0, 3, 1, 2])
 }
 
 /// Casts a parameter to the kind of the activations it meets (bf16 under mixed precision).
@@ -575,6 +638,46 @@ impl Layer for FusedConv {
         } else {
             Ok(y)
         }
+    }
+}
+
+/// h heads' `softmax(q_i k_i^T * scale) v_i`, side by side on the last dimension: the heads'
+/// query, key and value weights (`w`, `b`: all queries, then keys, then values) joined into
+/// one linear map, then one attention call with a heads dimension.
+struct MultiHeadAttention {
+    w: Vec<Tensor>,
+    b: Vec<Tensor>,
+    heads: i64,
+    d: i64,
+    dv: i64,
+    scaled: bool,
+}
+
+impl Layer for MultiHeadAttention {
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor, TchError> {
+        let w = like(&Tensor::f_cat(&self.w, 0)?, x);
+        let b = like(&Tensor::f_cat(&self.b, 0)?, x);
+        let y = x.f_linear(&w, Some(&b))?;
+        let size = x.size();
+        let (n, s) = (size[0], size[1]);
+        let (h, d, dv) = (self.heads, self.d, self.dv);
+        let part = |start: i64, width: i64| -> Result<Tensor, TchError> {
+            y.f_narrow(2, start, h * width)?
+                .f_view([n, s, h, width])?
+                .f_transpose(1, 2)
+        };
+        let scale = if self.scaled { None } else { Some(1.0) };
+        let out = Tensor::f_scaled_dot_product_attention(
+            &part(0, d)?,
+            &part(h * d, d)?,
+            &part(2 * h * d, dv)?,
+            None::<Tensor>,
+            0.0,
+            false,
+            scale,
+            false,
+        )?;
+        out.f_transpose(1, 2)?.f_reshape([n, s, h * dv])
     }
 }
 
