@@ -21,7 +21,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| space.sample_with(&sampler, input, &opts, &mut rng).unwrap())
     });
 
-    let seed = space.seed("resnet18").unwrap();
+    let seed = space.seed("resnet18_no_maxpool").unwrap();
     let resnet = seed.node.clone();
     g.bench_function("validate_resnet18", |b| {
         b.iter(|| space.check(&resnet, None, input, &opts).unwrap())

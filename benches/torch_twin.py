@@ -4,7 +4,10 @@ col2im = permute + reshape; norm = BatchNorm2d on images, LayerNorm on sequences
 learned positional encoding; group(4, 2) heads with their own projections), run eagerly.
 
     eval "$(scripts/setup-torch.sh)"
-    python benches/torch_twin.py [STEPS] [BATCH]
+    python benches/torch_twin.py [STEPS] [BATCH] [THREADS] [--einspace]
+
+With --einspace: idiomatic twins (nn.Conv2d, F.scaled_dot_product_attention) of einspace's own
+seeds, resnet18_no_maxpool, wideresnet16_4, transformer and mlp_mixer, instead.
 
 Also times ResNet-18 written idiomatically with nn.Conv2d, to show the cost of the einspace
 (unfold + linear) formulation. Parameter counts are printed to check the twin against
@@ -116,7 +119,163 @@ class ViT(nn.Module):
         return self.head(t.mean(1))
 
 
-def bench(name, model, steps, batch, device):
+# Idiomatic twins of einspace's own seeds (spaces/einspace/seeds/, from einspace's
+# seed_architectures.py): the same layers and parameter counts (every convolution has a bias,
+# as a linear over patches does), written the way a PyTorch user would: nn.Conv2d and
+# F.scaled_dot_product_attention.
+
+def conv2d(cin, d, k, s, p):
+    return nn.Conv2d(cin, d, k, s, p)
+
+
+class BasicBlock(nn.Module):
+    """einspace's ResNet basic block: conv-BN-act-conv-BN beside a shortcut, add, act."""
+
+    def __init__(self, cin, d, stride):
+        super().__init__()
+        self.a = nn.Sequential(conv2d(cin, d, 3, stride, 1), nn.BatchNorm2d(d), nn.LeakyReLU(0.01),
+                               conv2d(d, d, 3, 1, 1), nn.BatchNorm2d(d))
+        self.short = None
+        if stride != 1 or cin != d:
+            self.short = nn.Sequential(conv2d(cin, d, 1, stride, 0), nn.BatchNorm2d(d))
+
+    def forward(self, x):
+        s = x if self.short is None else self.short(x)
+        return F.leaky_relu(self.a(x) + s, 0.01)
+
+
+class ResNet18NoMaxpool(nn.Module):
+    """einspace's resnet18_no_maxpool: 3x3 stem, a stride-2 3x3 conv where the max-pool was."""
+
+    def __init__(self, classes=10):
+        super().__init__()
+        layers = [conv2d(3, 64, 3, 1, 1), nn.BatchNorm2d(64), nn.LeakyReLU(0.01),
+                  conv2d(64, 64, 3, 2, 1), BasicBlock(64, 64, 1), BasicBlock(64, 64, 1)]
+        for cin, d in [(64, 128), (128, 256), (256, 512)]:
+            layers += [BasicBlock(cin, d, 2), BasicBlock(d, d, 1)]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(512, classes)
+
+    def forward(self, x):
+        return self.head(self.body(x).mean((2, 3)))
+
+
+class WideBlock(nn.Module):
+    """einspace's WRN block: conv-BN-act-conv beside a shortcut, add, then BN and act."""
+
+    def __init__(self, cin, d, stride):
+        super().__init__()
+        self.a = nn.Sequential(conv2d(cin, d, 3, stride, 1), nn.BatchNorm2d(d), nn.LeakyReLU(0.01),
+                               conv2d(d, d, 3, 1, 1))
+        self.short = None if (stride == 1 and cin == d) else conv2d(cin, d, 1, stride, 0)
+        self.bn = nn.BatchNorm2d(d)
+
+    def forward(self, x):
+        s = x if self.short is None else self.short(x)
+        return F.leaky_relu(self.bn(self.a(x) + s), 0.01)
+
+
+class WideResNet16_4(nn.Module):
+    def __init__(self, classes=10):
+        super().__init__()
+        layers = [conv2d(3, 16, 3, 1, 1), nn.BatchNorm2d(16), nn.LeakyReLU(0.01)]
+        for cin, d, s in [(16, 64, 1), (64, 128, 2), (128, 256, 2)]:
+            layers += [WideBlock(cin, d, s), WideBlock(d, d, 1)]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(256, classes)
+
+    def forward(self, x):
+        return self.head(self.body(x).mean((2, 3)))
+
+
+class PatchEmbed(nn.Module):
+    """4x4 patches as tokens, width 512, plus a learned position encoding."""
+
+    def __init__(self, width=512):
+        super().__init__()
+        self.proj = nn.Conv2d(3, width, 4, 4)
+        self.pos = nn.Parameter(torch.randn(1, 64, width) * 0.02)
+
+    def forward(self, x):
+        return self.proj(x).flatten(2).transpose(1, 2) + self.pos
+
+
+class MultiHead(nn.Module):
+    """einspace's attention: 4 heads, each with 64-wide q, k, v maps of all 512 features."""
+
+    def __init__(self, width=512, heads=4, d=64):
+        super().__init__()
+        self.heads, self.d = heads, d
+        self.qkv = nn.Linear(width, 3 * heads * d)
+        self.out = nn.Linear(heads * d, width)
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.d).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v)
+        return self.out(y.transpose(1, 2).reshape(b, n, self.heads * self.d))
+
+
+class PostNormLayer(nn.Module):
+    def __init__(self, width=512):
+        super().__init__()
+        self.attn = MultiHead(width)
+        self.n1 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, width), nn.LeakyReLU(0.01), nn.Linear(width, width))
+        self.n2 = nn.LayerNorm(width)
+
+    def forward(self, x):
+        x = self.n1(x + self.attn(x))
+        return self.n2(x + self.mlp(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, classes=10):
+        super().__init__()
+        self.embed = PatchEmbed()
+        self.layers = nn.Sequential(*[PostNormLayer() for _ in range(4)])
+        self.head = nn.Linear(512, classes)
+
+    def forward(self, x):
+        return self.head(self.layers(self.embed(x)).mean(1))
+
+
+class MixerBlock(nn.Module):
+    """einspace's mixer block: x + channel_mlp(token_mlp(norm(x)))."""
+
+    def __init__(self, tokens=64, width=512):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.t1, self.t2 = nn.Linear(tokens, 4 * tokens), nn.Linear(4 * tokens, tokens)
+        self.c1, self.c2 = nn.Linear(width, width // 2), nn.Linear(width // 2, width)
+
+    def forward(self, x):
+        y = self.norm(x).transpose(1, 2)
+        y = self.t2(F.leaky_relu(self.t1(y), 0.01)).transpose(1, 2)
+        y = self.c2(F.leaky_relu(self.c1(y), 0.01))
+        return x + y
+
+
+class MlpMixer(nn.Module):
+    def __init__(self, classes=10):
+        super().__init__()
+        self.embed = PatchEmbed()
+        self.blocks = nn.Sequential(*[MixerBlock() for _ in range(8)])
+        self.head = nn.Linear(512, classes)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.embed(x)).mean(1))
+
+
+EINSPACE_TWINS = {
+    "resnet18_no_maxpool": ResNet18NoMaxpool,
+    "wideresnet16_4": WideResNet16_4,
+    "transformer": Transformer,
+    "mlp_mixer": MlpMixer,
+}
+
+
+def bench(name, model, steps, batch, device, impl="pytorch-eager"):
     model = model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(batch, 3, 32, 32, device=device)
@@ -136,16 +295,24 @@ def bench(name, model, steps, batch, device):
         step()
     secs = time.perf_counter() - t
     params = sum(p.numel() for p in model.parameters())
-    print(json.dumps({"impl": "pytorch-eager", "model": name, "device": str(device),
+    print(json.dumps({"impl": impl, "model": name, "device": str(device),
                       "batch": batch, "steps": steps, "threads": torch.get_num_threads(),
-                      "params": params, "steps_per_second": steps / secs}))
+                      "params": params, "steps_per_second": steps / secs}), flush=True)
 
 
 def main():
-    steps = int(sys.argv[1]) if len(sys.argv) > 1 else 10
-    batch = int(sys.argv[2]) if len(sys.argv) > 2 else 64
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    steps = int(args[0]) if len(args) > 0 else 10
+    batch = int(args[1]) if len(args) > 1 else 64
+    threads = int(args[2]) if len(args) > 2 else 0
+    if threads > 0:
+        torch.set_num_threads(threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
+    if "--einspace" in sys.argv:
+        for name, cls in EINSPACE_TWINS.items():
+            bench(name, cls(), steps, batch, device, impl="pytorch-idiomatic")
+        return
     bench("resnet18", ResNet18(), steps, batch, device)
     bench("vit", ViT(), steps, batch, device)
     bench("resnet18-conv2d", ResNet18(idiomatic=True), steps, batch, device)

@@ -1,16 +1,20 @@
 //! Training throughput and compile time, printed as JSON lines. Run with
 //!
 //!     eval "$(scripts/setup-torch.sh)"
-//!     cargo bench --bench train_speed [-- STEPS BATCH]
+//!     cargo bench --bench train_speed [-- STEPS BATCH THREADS PEAK_GFLOPS]
 //!
-//! and compare with the PyTorch twin: `python benches/torch_twin.py STEPS BATCH`.
+//! and compare with the PyTorch twins: `python benches/torch_twin.py STEPS BATCH THREADS
+//! --einspace` (idiomatic nn.Conv2d / scaled_dot_product_attention versions of the same seeds).
 //!
-//! Steps per second: SGD steps (forward, backward, update) of the einspace ResNet-18 and ViT
-//! seeds on random 3x32x32 batches, 10 classes, on the default device. Compile time: building
-//! the layer tree and initialising parameters, for each seed and for sampled candidates.
+//! Steps per second: SGD steps (forward, backward, update) of einspace's seeds on random
+//! 3x32x32 batches, 10 classes, on the default device, compiled fused and unfused
+//! (`space::fuse`), with the fraction of the FP32 peak (PEAK_GFLOPS, default 157: 2 cores x
+//! 2.45 GHz x 32 FLOPs a cycle) that the training FLOPs reach (3x the validator's forward
+//! FLOPs: forward, and backward for inputs and weights). Then the speed-up of fused over
+//! unfused on 100 sampled candidates, and compile time.
 
-use archsmith::space::{CheckOptions, Limits, Shape, Space};
-use archsmith::train::compile::compile;
+use archsmith::space::{fuse, CheckOptions, Limits, Node, Shape, Space};
+use archsmith::train::compile::{compile, compile_with, CompileOptions};
 use archsmith::train::device::device_name;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -18,13 +22,61 @@ use std::time::Instant;
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Reduction, Tensor};
 
+/// Steps per second of SGD on `node`, after `warm` untimed steps.
+fn speed(
+    node: &Node,
+    input: Shape,
+    batch: usize,
+    steps: usize,
+    warm: usize,
+    fuse: bool,
+    device: Device,
+) -> f64 {
+    let vs = nn::VarStore::new(device);
+    let net =
+        compile_with(&vs.root(), node, input, 10, 0, CompileOptions { fuse }).expect("compiles");
+    let mut opt = nn::Sgd {
+        momentum: 0.9,
+        ..Default::default()
+    }
+    .build(&vs, 0.01)
+    .expect("optimizer");
+    let mut dims = vec![batch as i64];
+    dims.extend(input.dims().iter().map(|&d| d as i64));
+    let x = Tensor::randn(dims.as_slice(), (Kind::Float, device));
+    let y = Tensor::randint(10, [batch as i64], (Kind::Int64, device));
+    let mut step = || {
+        let loss = net
+            .forward(&x, true)
+            .expect("forward")
+            .cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0);
+        opt.zero_grad();
+        loss.backward();
+        opt.step();
+        loss.double_value(&[])
+    };
+    for _ in 0..warm {
+        step();
+    }
+    let t = Instant::now();
+    for _ in 0..steps {
+        step();
+    }
+    steps as f64 / t.elapsed().as_secs_f64()
+}
+
 fn main() {
-    let args: Vec<usize> = std::env::args()
+    let args: Vec<f64> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
-    let steps = args.first().copied().unwrap_or(10);
-    let batch = args.get(1).copied().unwrap_or(64);
+    let steps = args.first().copied().unwrap_or(10.0) as usize;
+    let batch = args.get(1).copied().unwrap_or(32.0) as usize;
+    let threads = args.get(2).copied().unwrap_or(0.0) as i32;
+    let peak = args.get(3).copied().unwrap_or(157.0);
+    if threads > 0 {
+        tch::set_num_threads(threads);
+    }
     let device = Device::cuda_if_available();
     let input = Shape::im(3, 32, 32);
     let opts = CheckOptions {
@@ -33,43 +85,85 @@ fn main() {
         infos: false,
     };
     let space = Space::load("einspace").expect("einspace");
-    for name in ["resnet18", "vit"] {
+    let only: Option<String> = std::env::var("SEEDS").ok();
+    for name in [
+        "resnet18_no_maxpool",
+        "wideresnet16_4",
+        "transformer",
+        "mlp_mixer",
+    ] {
+        if only
+            .as_ref()
+            .is_some_and(|o| !o.split(',').any(|s| s == name))
+        {
+            continue;
+        }
         let seed = space.seed(name).expect("seed");
         let a = space.check(&seed.node, None, input, &opts).expect("valid");
-        let vs = nn::VarStore::new(device);
-        let net = compile(&vs.root(), &seed.node, input, 10, 0).expect("compiles");
-        let mut opt = nn::Sgd {
-            momentum: 0.9,
-            ..Default::default()
+        // Training FLOPs per step: forward + backward (twice the forward), for the batch.
+        let gflop = 3.0 * a.flops as f64 * batch as f64 / 1e9;
+        for fused in [true, false] {
+            let sps = speed(&seed.node, input, batch, steps, 2, fused, device);
+            println!(
+                "{}",
+                serde_json::json!({
+                    "impl": if fused { "archsmith-fused" } else { "archsmith-unfused" },
+                    "model": name, "device": device_name(device),
+                    "batch": batch, "steps": steps, "threads": tch::get_num_threads(),
+                    "params": a.total_params(), "steps_per_second": sps,
+                    "train_gflop_per_step": gflop,
+                    "fraction_of_peak": sps * gflop / peak,
+                })
+            );
         }
-        .build(&vs, 0.01)
-        .expect("optimizer");
-        let x = Tensor::randn([batch as i64, 3, 32, 32], (Kind::Float, device));
-        let y = Tensor::randint(10, [batch as i64], (Kind::Int64, device));
-        let mut step = || {
-            let loss = net
-                .forward(&x, true)
-                .expect("forward")
-                .cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0);
-            opt.zero_grad();
-            loss.backward();
-            opt.step();
-            loss.double_value(&[])
+    }
+
+    // Fused against unfused on sampled candidates of moderate size.
+    let n_sampled = std::env::var("SAMPLED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100usize);
+    if n_sampled > 0 {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let sampler = space.sampler();
+        let moderate = CheckOptions {
+            limits: Limits {
+                max_params: 5_000_000,
+                max_flops: 300_000_000,
+                max_activation_bytes: 16 << 20,
+            },
+            ..opts
         };
-        for _ in 0..2 {
-            step();
+        let (mut all, mut fused_only) = (Vec::new(), Vec::new());
+        for _ in 0..n_sampled {
+            let (node, _) = space
+                .sample_with(&sampler, input, &moderate, &mut rng)
+                .expect("sample");
+            let (c, att) = fuse::count(&node, input);
+            let f = speed(&node, input, batch, 3, 1, true, device);
+            let u = speed(&node, input, batch, 3, 1, false, device);
+            all.push(f / u);
+            if c + att > 0 {
+                fused_only.push(f / u);
+            }
         }
-        let t = Instant::now();
-        for _ in 0..steps {
-            step();
-        }
-        let secs = t.elapsed().as_secs_f64();
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            if v.is_empty() {
+                f64::NAN
+            } else {
+                v[v.len() / 2]
+            }
+        };
+        let n_fused = fused_only.len();
         println!(
             "{}",
             serde_json::json!({
-                "impl": "archsmith", "model": name, "device": device_name(device),
-                "batch": batch, "steps": steps, "threads": tch::get_num_threads(),
-                "params": a.total_params(), "steps_per_second": steps as f64 / secs,
+                "sampled": n_sampled, "limits": "<= 5M params, <= 300 MFLOPs",
+                "batch": batch, "threads": tch::get_num_threads(),
+                "median_speedup_fused_over_unfused": median(&mut all),
+                "with_a_fused_subtree": n_fused,
+                "median_speedup_where_fused": median(&mut fused_only),
             })
         );
     }

@@ -83,7 +83,15 @@ fn validate_reports_each_candidate_and_exits_1_on_any_invalid() {
 
 #[test]
 fn validate_reads_seed_files_with_macros() {
-    for seed in ["resnet18", "wrn16_4", "vit", "mlp_mixer"] {
+    for seed in [
+        "resnet18_no_maxpool",
+        "wideresnet16_4",
+        "transformer",
+        "mlp_mixer",
+        "resnet34_no_maxpool",
+        "resnet18_cifar",
+        "vit",
+    ] {
         let path = format!("spaces/einspace/seeds/{seed}.arch");
         let (code, out, err) = stdout(&["validate", &path], "");
         assert_eq!(code, 0, "{seed}: {out}{err}");
@@ -168,7 +176,7 @@ fn mutate_and_crossover_print_valid_children() {
             "2",
             "-n",
             "3",
-            "spaces/einspace/seeds/resnet18.arch",
+            "spaces/einspace/seeds/resnet34_no_maxpool.arch",
         ],
         "",
     );
@@ -187,8 +195,8 @@ fn mutate_and_crossover_print_valid_children() {
     let (code, out, err) = stdout(
         &[
             "crossover",
-            "@spaces/einspace/seeds/resnet18.arch",
-            "@spaces/einspace/seeds/wrn16_4.arch",
+            "@spaces/einspace/seeds/resnet18_no_maxpool.arch",
+            "@spaces/einspace/seeds/wideresnet16_4.arch",
         ],
         "",
     );

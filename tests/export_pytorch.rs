@@ -9,6 +9,7 @@
 
 use archsmith::report::{Exportable, Format};
 use archsmith::space::{CheckOptions, Limits, Node, Shape, Space};
+use archsmith::train::compile::{compile_with, CompileOptions};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
@@ -38,7 +39,23 @@ fn python_with_torch() -> Option<PathBuf> {
     })
 }
 
+/// One export: the network is compiled (fused, or literally with `unfused`), its BatchNorm
+/// statistics moved, its weights saved; the export loads them into the fused network and
+/// writes the module (with `nn.Conv2d` and `F.scaled_dot_product_attention` for the fused
+/// patterns), whose logits must be the saved network's.
 fn case(dir: &Path, name: &str, space: &str, node: &Node, input: Shape, seed: u64) -> PathBuf {
+    case_with(dir, name, space, node, input, seed, false)
+}
+
+fn case_with(
+    dir: &Path,
+    name: &str,
+    space: &str,
+    node: &Node,
+    input: Shape,
+    seed: u64,
+    unfused: bool,
+) -> PathBuf {
     let out = dir.join(name);
     std::fs::create_dir_all(&out).unwrap();
     let fresh = Exportable {
@@ -50,7 +67,21 @@ fn case(dir: &Path, name: &str, space: &str, node: &Node, input: Shape, seed: u6
         seed,
         record: None,
     };
-    let (vs, net) = fresh.build().unwrap();
+    let (vs, net) = if unfused {
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let net = compile_with(
+            &vs.root(),
+            node,
+            input,
+            CLASSES,
+            seed,
+            CompileOptions { fuse: false },
+        )
+        .unwrap();
+        (vs, net)
+    } else {
+        fresh.build().unwrap()
+    };
     let mut dims = vec![2i64];
     dims.extend(input.dims().iter().map(|&d| d as i64));
     tch::manual_seed(seed as i64 + 1);
@@ -90,6 +121,14 @@ fn exported_modules_match_the_compiled_network() {
             let name = format!("{space}-{}", seed.name);
             folders.push(case(tmp.path(), &name, space, &seed.node, input, 1));
         }
+        if space == "einspace" {
+            // Weights trained unfused load into the fused network and its fused module.
+            for name in ["resnet18_no_maxpool", "transformer"] {
+                let node = &s.seed(name).unwrap().node;
+                let dir = format!("unfused-{name}");
+                folders.push(case_with(tmp.path(), &dir, space, node, input, 2, true));
+            }
+        }
     }
     let s = Space::load("einspace").unwrap();
     let sampler = s.sampler();
@@ -116,6 +155,22 @@ fn exported_modules_match_the_compiled_network() {
             i,
         ));
     }
+    // The fused patterns are written as PyTorch's own modules and kernels.
+    let source =
+        |name: &str| std::fs::read_to_string(tmp.path().join(name).join("model.py")).unwrap();
+    let resnet = source("einspace-resnet18_no_maxpool");
+    assert!(
+        resnet.contains("= nn.Conv2d(64, 64, 3, stride=2, padding=1)"),
+        "{resnet}"
+    );
+    assert!(!resnet.contains("def im2col"));
+    let transformer = source("unfused-transformer");
+    assert_eq!(
+        transformer
+            .matches("F.scaled_dot_product_attention(")
+            .count(),
+        16
+    );
     let Some(python) = python_with_torch() else {
         println!(
             "skipped the Python check: no Python with torch and safetensors (set ARCHSMITH_PYTHON)"

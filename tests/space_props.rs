@@ -200,7 +200,7 @@ fn every_seed_validates_for_its_input() {
 #[test]
 fn resnet18_counts_match_a_hand_count() {
     let space = Space::load("einspace").unwrap();
-    let node = &space.seed("resnet18").unwrap().node;
+    let node = &space.seed("resnet18_cifar").unwrap().node;
     let f = space.features(node, Shape::im(3, 32, 32), &opts()).unwrap();
     // Stem + 8 blocks of two 3x3 convolutions + 3 projection shortcuts.
     assert_eq!(f.counts["linear"], 20);
@@ -250,8 +250,8 @@ fn mutation_and_crossover_usually_find_a_child() {
     // Seeds are rich in compatible subtrees.
     let space = Space::load("einspace").unwrap();
     let (a, b) = (
-        &space.seed("resnet18").unwrap().node,
-        &space.seed("wrn16_4").unwrap().node,
+        &space.seed("resnet18_no_maxpool").unwrap().node,
+        &space.seed("wideresnet16_4").unwrap().node,
     );
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let child = space
@@ -317,4 +317,67 @@ fn runaway_growth_is_an_error_not_an_overflow() {
     assert!(space
         .validate_text(huge, Shape::col(4096, 4096), &opts())
         .is_err());
+}
+
+/// einspace's own seeds (its seed_architectures.py) with its parameter counts, 10 classes on
+/// 3x32x32. einspace's head averages an image over positions and a sequence over features,
+/// then maps what is left (channels, or the 64 positions) to the classes; archsmith's head
+/// averages a sequence over positions and maps the features. So compare the backbone with
+/// einspace's head, and the totals where the heads agree (images).
+#[test]
+fn einspace_seeds_have_einspaces_parameter_counts() {
+    let space = Space::load("einspace").unwrap();
+    let input = Shape::im(3, 32, 32);
+    for (name, einspace_total, archsmith_total) in [
+        ("resnet18_no_maxpool", 11_215_690, 11_215_690),
+        ("wideresnet16_4", 2_751_146, 2_751_146),
+        ("transformer", 4_270_218, 4_274_698),
+        ("mlp_mixer", 2_434_698, 2_439_178),
+        ("resnet34_no_maxpool", 21_335_242, 21_335_242),
+    ] {
+        let node = &space.seed(name).unwrap().node;
+        let a = space.check(node, None, input, &opts()).unwrap();
+        let einspace_head = a.output.dims()[0] * 10 + 10;
+        assert_eq!(a.params + einspace_head, einspace_total, "{name}");
+        assert_eq!(a.total_params(), archsmith_total, "{name}");
+    }
+    // The CIFAR-style ResNet-18 (3x3 stem, no stride-2 convolution before the blocks).
+    let a = space
+        .check(
+            &space.seed("resnet18_cifar").unwrap().node,
+            None,
+            input,
+            &opts(),
+        )
+        .unwrap();
+    assert_eq!(a.total_params(), 11_178_762);
+}
+
+/// The 7x7 stride-2 stem of resnet34_no_maxpool is a seed-only option (weight 0): candidates
+/// with it validate and mutate, sampling and mutation never draw it.
+#[test]
+fn seed_only_options_are_members_but_never_drawn() {
+    let space = Space::load("einspace").unwrap();
+    let input = Shape::im(3, 32, 32);
+    let seed = &space.seed("resnet34_no_maxpool").unwrap().node;
+    assert!(seed.to_string().contains("im2col(7,2,3)"));
+    assert!(space.check(seed, None, input, &opts()).is_ok());
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let mut kept = 0;
+    for _ in 0..20 {
+        let child = space.mutate(seed, input, &opts(), &mut rng).unwrap();
+        assert!(space.check(&child, None, input, &opts()).is_ok(), "{child}");
+        // Mutation redraws one subtree; the stem usually stays, and is never added twice.
+        let n = child.to_string().matches("im2col(7,2,3)").count();
+        assert!(n <= 1, "{child}");
+        kept += n;
+    }
+    assert!(kept > 10);
+    let sampler = space.sampler();
+    for _ in 0..300 {
+        let (node, _) = space
+            .sample_with(&sampler, input, &opts(), &mut rng)
+            .unwrap();
+        assert!(!node.to_string().contains("im2col(7,2,3)"), "{node}");
+    }
 }

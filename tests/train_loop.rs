@@ -93,13 +93,13 @@ fn seed_learns(name: &str, size: u64, recipe: Recipe) {
 }
 
 #[test]
-fn resnet18_seed_learns() {
-    seed_learns("resnet18", 8, recipe(3, 0.05));
+fn resnet18_cifar_seed_learns() {
+    seed_learns("resnet18_cifar", 8, recipe(3, 0.05));
 }
 
 #[test]
-fn wrn16_4_seed_learns() {
-    seed_learns("wrn16_4", 8, recipe(3, 0.05));
+fn wideresnet16_4_seed_learns() {
+    seed_learns("wideresnet16_4", 8, recipe(3, 0.05));
 }
 
 #[test]

@@ -218,11 +218,16 @@ pub fn state_dict(
         let v = vars
             .get(t)
             .ok_or_else(|| ExportError::Mapping(format!("the network has no variable {t}")))?;
-        let v = v
+        let mut v = v
             .detach()
             .to_device(Device::Cpu)
             .to_kind(Kind::Float)
             .contiguous();
+        if let Some((_, shape)) = m.reshape.iter().find(|(k, _)| k == py) {
+            v = v.f_reshape(shape.as_slice()).map_err(|e| {
+                ExportError::Mapping(format!("cannot reshape {t} to {shape:?} for {py}: {e}"))
+            })?;
+        }
         out.push((py.clone(), v));
     }
     for c in &m.counters {

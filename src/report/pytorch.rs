@@ -9,6 +9,7 @@
 
 use crate::space::check::NB201_C;
 use crate::space::check::NB201_N;
+use crate::space::fuse;
 use crate::space::ops::{Ctx, Op};
 use crate::space::{Form, Mode, Node, Shape};
 use std::fmt::Write as _;
@@ -41,17 +42,36 @@ pub struct Module {
     /// `state_dict()` keys of the BatchNorm `num_batches_tracked` counters, which tch does not
     /// keep; the exporter writes them as 0 (they only matter for momentum-free BatchNorm).
     pub counters: Vec<String>,
+    /// `state_dict()` keys whose tensor has another shape in the module than in tch, with the
+    /// module's shape: a fused convolution's kernel `[d, C, k, k]` is tch's linear weight
+    /// `[d, C*k*k]` (the same numbers in the same order).
+    pub reshape: Vec<(String, Vec<i64>)>,
 }
 
 /// Writes `node` (for inputs of shape `input`, with a head of `classes` outputs) as a module
-/// class `Candidate` in a standalone Python file.
+/// class `Candidate` in a standalone Python file, with the patterns of `space::fuse` written
+/// as `nn.Conv2d` and `F.scaled_dot_product_attention` (unless `ARCHSMITH_FUSE=0`).
 pub fn module(
     node: &Node,
     input: Shape,
     classes: u64,
     info: &ModuleInfo,
 ) -> Result<Module, CodegenError> {
-    let mut g = Gen::default();
+    module_with(node, input, classes, info, fuse::from_env(true))
+}
+
+/// [`module`], fused or written literally.
+pub fn module_with(
+    node: &Node,
+    input: Shape,
+    classes: u64,
+    info: &ModuleInfo,
+    fuse: bool,
+) -> Result<Module, CodegenError> {
+    let mut g = Gen {
+        fuse,
+        ..Gen::default()
+    };
     let (out, shape) = g.node(node, &[], "net", "x", input, Ctx::default())?;
     let features = shape.features();
     g.init(format!("self.head = nn.Linear({features}, {classes})"));
@@ -67,6 +87,7 @@ pub fn module(
         source,
         names: g.names,
         counters: g.counters,
+        reshape: g.reshape,
     })
 }
 
@@ -76,8 +97,10 @@ struct Gen {
     forward: Vec<String>,
     names: Vec<(String, String)>,
     counters: Vec<String>,
+    reshape: Vec<(String, Vec<i64>)>,
     next_var: usize,
     uses: Uses,
+    fuse: bool,
 }
 
 /// Which helpers the file needs, so that it defines only those.
@@ -151,6 +174,14 @@ impl Gen {
         xs: Shape,
         ctx: Ctx,
     ) -> Result<(String, Shape), CodegenError> {
+        if self.fuse {
+            if let Some(c) = fuse::conv(node, xs) {
+                return self.conv(node, &c, path, tch, x, xs, ctx);
+            }
+            if let Some(a) = fuse::attention(node, xs) {
+                return self.attention(node, &a, path, tch, x, xs, ctx);
+            }
+        }
         match node {
             Node::Op(op) => {
                 let y = op.apply(xs, &ctx).map_err(|e| err(node, e.message))?;
@@ -275,6 +306,100 @@ impl Gen {
         let mut p = path.to_vec();
         p.push(i);
         self.node(c, &p, &format!("{tch}.{i}"), x, xs, ctx)
+    }
+
+    /// A fused convolution: `nn.Conv2d` whose weight is the linear's (at tch path `.1` or
+    /// `.1.0`), reshaped to a kernel; then the rest of the route as written.
+    #[allow(clippy::too_many_arguments)]
+    fn conv(
+        &mut self,
+        node: &Node,
+        c: &fuse::Conv<'_>,
+        path: &[usize],
+        tch: &str,
+        x: &str,
+        xs: Shape,
+        ctx: Ctx,
+    ) -> Result<(String, Shape), CodegenError> {
+        self.comment(node);
+        let unfold = Op::Im2Col {
+            k: c.k,
+            s: c.s,
+            p: c.p,
+        };
+        let cols = unfold.apply(xs, &ctx).map_err(|e| err(node, e.message))?;
+        let inner = Ctx {
+            fold: unfold.fold_size(xs),
+            ..ctx
+        };
+        let mut cur = Op::Linear(c.d as u32)
+            .apply(cols, &inner)
+            .map_err(|e| err(node, e.message))?;
+        let lt = if c.in_seq {
+            format!("{tch}.1.0")
+        } else {
+            format!("{tch}.1")
+        };
+        let a = attr("conv", &lt);
+        self.init(format!(
+            "self.{a} = nn.Conv2d({}, {}, {}, stride={}, padding={})",
+            c.cin, c.d, c.k, c.s, c.p
+        ));
+        self.map(&lt, &a, &["weight", "bias"]);
+        self.reshape.push((
+            format!("{a}.weight"),
+            vec![c.d as i64, c.cin as i64, c.k as i64, c.k as i64],
+        ));
+        if c.is_plain() {
+            let v = self.assign(format!("self.{a}({x})"));
+            let y = Op::Col2Im
+                .apply(cur, &inner)
+                .map_err(|e| err(node, e.message))?;
+            return Ok((v, y));
+        }
+        let mut v = self.assign(format!("self.{a}({x}).flatten(2).transpose(1, 2)"));
+        let mut p1 = path.to_vec();
+        p1.push(1);
+        for (i, r) in c.rest.iter().enumerate() {
+            (v, cur) = self.child(r, &p1, i + 1, &format!("{tch}.1"), &v, cur, inner)?;
+        }
+        self.child(c.post, path, 2, tch, &v, cur, inner)
+    }
+
+    /// einspace's attention as `F.scaled_dot_product_attention`, with the query, key and
+    /// value modules at their unfused tch paths.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &mut self,
+        node: &Node,
+        a: &fuse::Attention<'_>,
+        path: &[usize],
+        tch: &str,
+        x: &str,
+        xs: Shape,
+        ctx: Ctx,
+    ) -> Result<(String, Shape), CodegenError> {
+        self.comment(node);
+        let mut p10 = path.to_vec();
+        p10.extend([1, 0]);
+        let t10 = format!("{tch}.1.0");
+        let (q, qs) = self.child(a.q, &p10, 1, &t10, x, xs, ctx)?;
+        let (k, ks) = self.child(a.k, &p10, 2, &t10, x, xs, ctx)?;
+        let (v, vs) = self.child(a.v, path, 2, tch, x, xs, ctx)?;
+        let agg = if a.scaled {
+            Op::ScaledDotProduct
+        } else {
+            Op::DotProduct
+        };
+        let scores = agg.merge(&[qs, ks]).map_err(|e| err(node, e.message))?;
+        let y = Op::DotProduct
+            .merge(&[scores, vs])
+            .map_err(|e| err(node, e.message))?;
+        let scale = if a.scaled { "" } else { ", scale=1.0" };
+        let out = self.assign(format!(
+            "F.scaled_dot_product_attention({q}, {k}.transpose(-1, -2), {v}{scale})"
+        ));
+        Ok((out, y))
     }
 
     fn comment(&mut self, node: &Node) {
@@ -743,7 +868,7 @@ print("ok", imports)
         let node = parse_one("seq(route(im2col(3,1,1), linear(8), col2im), norm, leakyrelu)")
             .unwrap()
             .node;
-        let m = module(&node, Shape::im(3, 8, 8), 10, &ModuleInfo::default()).unwrap();
+        let m = module_with(&node, Shape::im(3, 8, 8), 10, &ModuleInfo::default(), false).unwrap();
         assert!(m.source.contains("self.linear_0_1 = nn.Linear(27, 8)"));
         assert!(m.source.contains("x1 = im2col(x, 3, 1, 1)"));
         assert!(m.source.contains("col2im(x2, 8, 8)"));
@@ -754,6 +879,49 @@ print("ok", imports)
         assert!(names.contains(&"net.1.running_var"));
         assert!(names.contains(&"head.bias"));
         assert_eq!(m.counters, vec!["norm_1.num_batches_tracked"]);
+    }
+
+    #[test]
+    fn a_convolution_fuses_to_conv2d_with_the_linears_names() {
+        let node = parse_one("seq(route(im2col(3,2,1), linear(8), col2im), norm, leakyrelu)")
+            .unwrap()
+            .node;
+        let m = module_with(&node, Shape::im(3, 8, 8), 10, &ModuleInfo::default(), true).unwrap();
+        assert!(
+            m.source
+                .contains("self.conv_0_1 = nn.Conv2d(3, 8, 3, stride=2, padding=1)"),
+            "{}",
+            m.source
+        );
+        assert!(m.source.contains("x1 = self.conv_0_1(x)"));
+        assert!(!m.source.contains("def im2col"));
+        let names: Vec<(&str, &str)> = m
+            .names
+            .iter()
+            .map(|(t, p)| (t.as_str(), p.as_str()))
+            .collect();
+        assert!(names.contains(&("net.0.1.weight", "conv_0_1.weight")));
+        assert_eq!(
+            m.reshape,
+            vec![("conv_0_1.weight".to_string(), vec![8, 3, 3, 3])]
+        );
+    }
+
+    #[test]
+    fn attention_fuses_to_scaled_dot_product_attention() {
+        let node = parse_one("route(identity, branch(clone(2), seq(branch(clone(2), linear(8), route(identity, linear(8), permute21), dot_product), softmax), linear(4), dot_product), identity)")
+            .unwrap()
+            .node;
+        let m = module_with(&node, Shape::col(6, 8), 10, &ModuleInfo::default(), true).unwrap();
+        assert!(
+            m.source.contains(
+                "F.scaled_dot_product_attention(x1, x3.transpose(-1, -2), x4, scale=1.0)"
+            ),
+            "{}",
+            m.source
+        );
+        assert!(m.source.contains("self.linear_1_1_0_1 = nn.Linear(8, 8)"));
+        assert!(m.source.contains("self.linear_1_2 = nn.Linear(8, 4)"));
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! ```
 //!
 //! Weights are relative within a rule (default 1); a choice set gives each expansion the
-//! written weight. Operations and forms are the built-in library (`ops`, `node`): the grammar
+//! written weight. Weight 0 makes an alternative seed-only: candidates that use it are members
+//! of the space (validation and mutation accept them) but sampling never draws it, as for the
+//! options einspace's hand-written seeds use beyond its sampler's (`im2col(7, 2, 3) @ 0`). Operations and forms are the built-in library (`ops`, `node`): the grammar
 //! only picks and weights them. Errors point at line and column and are collected, not just the
 //! first.
 
@@ -404,9 +406,9 @@ fn parse_alts(p: &mut P<'_>) -> Vec<RawAlt> {
             }
             if !weight.is_finite() {
                 p.error(format!("weight {weight} is not a finite number"), w.span);
-            } else if weight <= 0.0 {
+            } else if weight < 0.0 {
                 p.error(
-                    format!("weight {weight} must be positive (drop the alternative instead)"),
+                    format!("weight {weight} must be positive, or 0 for a seed-only alternative"),
                     w.span,
                 );
             }
@@ -1023,6 +1025,15 @@ fn check(g: &Grammar, errs: &mut Vec<GrammarError>) {
         });
     }
     for r in &g.rules {
+        if !r.alts.iter().any(|a| a.weight > 0.0) {
+            errs.push(GrammarError {
+                message: format!(
+                    "no alternative of `{}` has a positive weight (weight 0 is seed-only), so sampling could never draw it",
+                    r.name
+                ),
+                span: r.span,
+            });
+        }
         for a in &r.alts {
             if let Body::Form(f, slots) = &a.body {
                 for (i, &s) in slots.iter().enumerate() {
@@ -1136,6 +1147,20 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("weight -1 must be positive"), "{text}");
+    }
+
+    #[test]
+    fn weight_zero_is_seed_only_but_not_for_a_whole_rule() {
+        let src = "space s\nroot net\nnet = seq(unit, unit)\nunit = linear(16) | linear(7) @ 0\n";
+        let g = parse_grammar(src, "s").unwrap();
+        assert_eq!(g.rules[1].alts[1].weight, 0.0);
+        let src =
+            "space s\nroot net\nnet = seq(unit, unit)\nunit = linear(16) @ 0 | linear(7) @ 0\n";
+        let e = parse_grammar(src, "s").unwrap_err().to_string();
+        assert!(
+            e.contains("s:4:1: no alternative of `unit` has a positive weight"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod cfg;
 pub mod check;
 pub mod evolve;
 pub mod features;
+pub mod fuse;
 pub mod gnn;
 pub mod grammar;
 pub mod lex;
@@ -45,20 +46,34 @@ static BUILTINS: &[Builtin] = &[
     Builtin {
         name: "einspace",
         grammar: include_str!("../../spaces/einspace/space.grammar"),
+        // einspace's own seeds first (the four of the paper's mixed-seed searches, then
+        // resnet34_no_maxpool), then archsmith's smaller CIFAR-style ones.
         seeds: &[
             (
-                "resnet18",
-                include_str!("../../spaces/einspace/seeds/resnet18.arch"),
+                "resnet18_no_maxpool",
+                include_str!("../../spaces/einspace/seeds/resnet18_no_maxpool.arch"),
             ),
             (
-                "wrn16_4",
-                include_str!("../../spaces/einspace/seeds/wrn16_4.arch"),
+                "wideresnet16_4",
+                include_str!("../../spaces/einspace/seeds/wideresnet16_4.arch"),
             ),
-            ("vit", include_str!("../../spaces/einspace/seeds/vit.arch")),
+            (
+                "transformer",
+                include_str!("../../spaces/einspace/seeds/transformer.arch"),
+            ),
             (
                 "mlp_mixer",
                 include_str!("../../spaces/einspace/seeds/mlp_mixer.arch"),
             ),
+            (
+                "resnet34_no_maxpool",
+                include_str!("../../spaces/einspace/seeds/resnet34_no_maxpool.arch"),
+            ),
+            (
+                "resnet18_cifar",
+                include_str!("../../spaces/einspace/seeds/resnet18_cifar.arch"),
+            ),
+            ("vit", include_str!("../../spaces/einspace/seeds/vit.arch")),
         ],
     },
     Builtin {
@@ -527,13 +542,18 @@ impl Space {
             let mut i = 0;
             while i < r.alts.len() {
                 let a = &r.alts[i];
-                let p = a.weight / total;
+                // Seed-only alternatives (weight 0) are members but never drawn.
+                let p = if a.weight == 0.0 {
+                    "seed only".to_string()
+                } else {
+                    format!("{:.3}", a.weight / total)
+                };
                 match &a.body {
                     grammar::Body::Op(op) if op.kind() == ops::Kind::Value => {
                         if op.const_value().is_none() && !used_ops.contains(&op.name()) {
                             used_ops.push(op.name());
                         }
-                        parts.push(format!("{op}  [{p:.3}]"));
+                        parts.push(format!("{op}  [{p}]"));
                     }
                     grammar::Body::Op(op) => {
                         if !used_ops.contains(&op.name()) {
@@ -568,9 +588,13 @@ impl Space {
                             format!("{}({})", op.name(), args.join(" | "))
                         };
                         if n > 1 {
-                            parts.push(format!("{text}  [{:.3} each]", p));
+                            if a.weight == 0.0 {
+                                parts.push(format!("{text}  [{p}]"));
+                            } else {
+                                parts.push(format!("{text}  [{p} each]"));
+                            }
                         } else {
-                            parts.push(format!("{text}  [{:.3}]", p));
+                            parts.push(format!("{text}  [{p}]"));
                         }
                         i = j;
                         continue;
@@ -581,11 +605,9 @@ impl Space {
                         }
                         let sl: Vec<&str> =
                             slots.iter().map(|x| g.rules[*x].name.as_str()).collect();
-                        parts.push(format!("{}({})  [{:.3}]", f.name(), sl.join(", "), p));
+                        parts.push(format!("{}({})  [{p}]", f.name(), sl.join(", ")));
                     }
-                    grammar::Body::Ref(t) => {
-                        parts.push(format!("{}  [{:.3}]", g.rules[*t].name, p))
-                    }
+                    grammar::Body::Ref(t) => parts.push(format!("{}  [{p}]", g.rules[*t].name)),
                 }
                 i += 1;
             }

@@ -140,6 +140,10 @@ impl<'g> Sampler<'g> {
                 Body::Op(_) => false,
             });
         for (i, a) in alts.iter().enumerate() {
+            // Seed-only alternatives (weight 0) are members of the space but never drawn.
+            if a.weight <= 0.0 {
+                continue;
+            }
             let mut got = None;
             let ok = match &a.body {
                 Body::Op(op) => {

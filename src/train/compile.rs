@@ -12,6 +12,7 @@
 //! in float32: the master weights stay float32.
 
 use crate::space::check::{NB201_C, NB201_N};
+use crate::space::fuse;
 use crate::space::ops::{Ctx, Op};
 use crate::space::{Form, Mode, Node, Shape};
 use std::sync::Mutex;
@@ -45,18 +46,31 @@ pub struct Network {
     pool: Vec<i64>,
     /// The backbone's output shape, as the validator inferred it.
     pub output: Shape,
+    /// Whether images enter channels-last on CUDA (when convolutions were fused: cuDNN's
+    /// NHWC kernels are the fast ones, above all with bf16 tensor cores; on the CPU oneDNN
+    /// gains nothing measurable, so the layout stays).
+    channels_last: bool,
 }
 
 impl Network {
-    /// Logits (float32) for a batch.
+    /// Logits for a batch: float32, or float64 for a float64 network.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
-        let y = self.backbone.forward(x, train)?;
+        let y = if self.channels_last && x.dim() == 4 && x.device().is_cuda() {
+            self.backbone.forward(&to_channels_last(x)?, train)?
+        } else {
+            self.backbone.forward(x, train)?
+        };
         let y = if self.pool.is_empty() {
             y
         } else {
             y.f_mean_dim(self.pool.as_slice(), false, None::<Kind>)?
         };
-        Ok(self.head.forward(&y, train)?.to_kind(Kind::Float))
+        let logits = self.head.forward(&y, train)?;
+        // Mixed precision gives float32 logits; float32 and float64 networks keep theirs.
+        Ok(match logits.kind() {
+            Kind::Float | Kind::Double => logits,
+            _ => logits.to_kind(Kind::Float),
+        })
     }
 
     /// The backbone's output (before the head), for checking shapes.
@@ -70,8 +84,25 @@ impl Network {
 /// interleaving their draws, so the same seed gives the same weights.
 static INIT_LOCK: Mutex<()> = Mutex::new(());
 
+/// How a candidate is compiled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompileOptions {
+    /// Run the subtrees that `space::fuse` recognises (convolutions, attention) as one library
+    /// kernel each. Same function, parameters (names, shapes, initialisation) either way.
+    pub fuse: bool,
+}
+
+impl Default for CompileOptions {
+    /// Fusion on, unless the environment variable `ARCHSMITH_FUSE` is `0`, `off` or `false`.
+    fn default() -> Self {
+        CompileOptions {
+            fuse: fuse::from_env(true),
+        }
+    }
+}
+
 /// Builds the network for `node` on input `input` under `p`, seeding the initialisation with
-/// `seed`. `classes` sizes the head.
+/// `seed`. `classes` sizes the head. Fuses unless `ARCHSMITH_FUSE=0`.
 pub fn compile(
     p: &nn::Path,
     node: &Node,
@@ -79,9 +110,23 @@ pub fn compile(
     classes: u64,
     seed: u64,
 ) -> Result<Network, CompileError> {
+    compile_with(p, node, input, classes, seed, CompileOptions::default())
+}
+
+/// [`compile`] with explicit options.
+pub fn compile_with(
+    p: &nn::Path,
+    node: &Node,
+    input: Shape,
+    classes: u64,
+    seed: u64,
+    opts: CompileOptions,
+) -> Result<Network, CompileError> {
     let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(seed as i64);
-    let (backbone, output) = build(&(p / "net"), node, input, Ctx::default())?;
+    let b = Builder { fuse: opts.fuse };
+    let channels_last = opts.fuse && fuse::count(node, input).0 > 0;
+    let (backbone, output) = b.build(&(p / "net"), node, input, Ctx::default())?;
     let features = output.features() as i64;
     let head = linear(&(p / "head"), features, classes as i64)
         .map_err(|source| torch_err("the head", source))?;
@@ -95,6 +140,7 @@ pub fn compile(
         head,
         pool,
         output,
+        channels_last,
     })
 }
 
@@ -112,110 +158,261 @@ fn shape_err(node: &Node, message: String) -> CompileError {
     }
 }
 
-/// Builds one node for input `x`; returns the layer and its output shape.
-fn build(
-    p: &nn::Path,
-    node: &Node,
-    x: Shape,
-    ctx: Ctx,
-) -> Result<(Box<dyn Layer>, Shape), CompileError> {
-    match node {
-        Node::Op(op) => {
-            let y = op.apply(x, &ctx).map_err(|e| shape_err(node, e.message))?;
-            let layer = op_layer(p, *op, x, ctx).map_err(|e| torch_err(op, e))?;
-            Ok((layer, y))
-        }
-        Node::Form(Form::Seq, ch) => {
-            let mut layers = Vec::with_capacity(ch.len());
-            let mut cur = x;
-            for (i, c) in ch.iter().enumerate() {
-                let (l, y) = build(&(p / i), c, cur, ctx)?;
-                layers.push(l);
-                cur = y;
+/// Builds layers; with `fuse`, the subtrees `space::fuse` recognises become fused layers.
+struct Builder {
+    fuse: bool,
+}
+
+impl Builder {
+    /// Builds one node for input `x`; returns the layer and its output shape.
+    fn build(
+        &self,
+        p: &nn::Path,
+        node: &Node,
+        x: Shape,
+        ctx: Ctx,
+    ) -> Result<(Box<dyn Layer>, Shape), CompileError> {
+        if self.fuse {
+            if let Some(c) = fuse::conv(node, x) {
+                return self.conv(p, node, &c, x, ctx);
             }
-            Ok((Box::new(Seq(layers)), cur))
-        }
-        Node::Form(Form::Route, ch) if ch.len() == 3 => {
-            let (pre, y) = build(&(p / 0), &ch[0], x, ctx)?;
-            let inner = match &ch[0] {
-                Node::Op(op) => op.fold_size(x).map(|hw| Ctx {
-                    fold: Some(hw),
-                    ..ctx
-                }),
-                _ => None,
+            if let Some(m) = fuse::multi_head(node, x) {
+                return self.multi_head(p, node, &m, x);
             }
-            .unwrap_or(ctx);
-            let (m, z) = build(&(p / 1), &ch[1], y, inner)?;
-            let (post, out) = build(&(p / 2), &ch[2], z, inner)?;
-            Ok((Box::new(Seq(vec![pre, m, post])), out))
-        }
-        Node::Form(Form::Branch, ch) if ch.len() >= 3 => {
-            let n = ch.len();
-            let (Node::Op(split), Node::Op(merge)) = (&ch[0], &ch[n - 1]) else {
-                return Err(shape_err(
-                    node,
-                    "branch needs operations at both ends".into(),
-                ));
-            };
-            let (k, part) = split.split(x).map_err(|e| shape_err(node, e.message))?;
-            let modules = &ch[1..n - 1];
-            if modules.len() != 1 && modules.len() != k {
-                return Err(shape_err(
-                    node,
-                    format!("{k} branches but {} modules", modules.len()),
-                ));
+            if let Some(a) = fuse::attention(node, x) {
+                return self.attention(p, node, &a, x, ctx);
             }
-            let mut layers = Vec::with_capacity(k);
-            let mut outs = Vec::with_capacity(k);
-            for i in 0..k {
-                // One module written once is copied k times, without shared weights.
-                let m = &modules[if modules.len() == 1 { 0 } else { i }];
-                let (l, y) = build(&(p / (i + 1)), m, part, ctx)?;
-                layers.push(l);
-                outs.push(y);
-            }
-            let y = merge.merge(&outs).map_err(|e| shape_err(node, e.message))?;
-            Ok((
-                Box::new(Branch {
-                    split: *split,
-                    modules: layers,
-                    merge: *merge,
-                }),
-                y,
-            ))
         }
-        Node::Form(Form::Residual, ch) if ch.len() == 1 => {
-            let (m, y) = build(&(p / 0), &ch[0], x, ctx)?;
-            if y != x {
-                return Err(shape_err(node, format!("residual turns {x} into {y}")));
+        match node {
+            Node::Op(op) => {
+                let y = op.apply(x, &ctx).map_err(|e| shape_err(node, e.message))?;
+                let layer = op_layer(p, *op, x, ctx).map_err(|e| torch_err(op, e))?;
+                Ok((layer, y))
             }
-            Ok((Box::new(Residual(m)), x))
-        }
-        Node::Form(Form::Nb201, ch) if ch.len() == 6 => {
-            let mut edges = Vec::with_capacity(6);
-            for c in ch {
-                match c {
-                    Node::Op(op) => edges.push(*op),
-                    _ => return Err(shape_err(node, "nb201 edges must be operations".into())),
+            Node::Form(Form::Seq, ch) => {
+                let mut layers = Vec::with_capacity(ch.len());
+                let mut cur = x;
+                for (i, c) in ch.iter().enumerate() {
+                    let (l, y) = self.build(&(p / i), c, cur, ctx)?;
+                    layers.push(l);
+                    cur = y;
                 }
+                Ok((Box::new(Seq(layers)), cur))
             }
-            if x.mode() != Mode::Im
-                || !x.dims()[1].is_multiple_of(4)
-                || !x.dims()[2].is_multiple_of(4)
-            {
-                return Err(shape_err(
-                    node,
-                    format!("the NAS-Bench-201 network cannot take {x}"),
-                ));
+            Node::Form(Form::Route, ch) if ch.len() == 3 => {
+                let (pre, y) = self.build(&(p / 0), &ch[0], x, ctx)?;
+                let inner = match &ch[0] {
+                    Node::Op(op) => op.fold_size(x).map(|hw| Ctx {
+                        fold: Some(hw),
+                        ..ctx
+                    }),
+                    _ => None,
+                }
+                .unwrap_or(ctx);
+                let (m, z) = self.build(&(p / 1), &ch[1], y, inner)?;
+                let (post, out) = self.build(&(p / 2), &ch[2], z, inner)?;
+                Ok((Box::new(Seq(vec![pre, m, post])), out))
             }
-            let layer = nb201(p, &edges, x).map_err(|e| torch_err(node, e))?;
-            let (h, w) = (x.dims()[1], x.dims()[2]);
-            Ok((layer, Shape::im(NB201_C * 4, h / 4, w / 4)))
+            Node::Form(Form::Branch, ch) if ch.len() >= 3 => {
+                let n = ch.len();
+                let (Node::Op(split), Node::Op(merge)) = (&ch[0], &ch[n - 1]) else {
+                    return Err(shape_err(
+                        node,
+                        "branch needs operations at both ends".into(),
+                    ));
+                };
+                let (k, part) = split.split(x).map_err(|e| shape_err(node, e.message))?;
+                let modules = &ch[1..n - 1];
+                if modules.len() != 1 && modules.len() != k {
+                    return Err(shape_err(
+                        node,
+                        format!("{k} branches but {} modules", modules.len()),
+                    ));
+                }
+                let mut layers = Vec::with_capacity(k);
+                let mut outs = Vec::with_capacity(k);
+                for i in 0..k {
+                    // One module written once is copied k times, without shared weights.
+                    let m = &modules[if modules.len() == 1 { 0 } else { i }];
+                    let (l, y) = self.build(&(p / (i + 1)), m, part, ctx)?;
+                    layers.push(l);
+                    outs.push(y);
+                }
+                let y = merge.merge(&outs).map_err(|e| shape_err(node, e.message))?;
+                Ok((
+                    Box::new(Branch {
+                        split: *split,
+                        modules: layers,
+                        merge: *merge,
+                    }),
+                    y,
+                ))
+            }
+            Node::Form(Form::Residual, ch) if ch.len() == 1 => {
+                let (m, y) = self.build(&(p / 0), &ch[0], x, ctx)?;
+                if y != x {
+                    return Err(shape_err(node, format!("residual turns {x} into {y}")));
+                }
+                Ok((Box::new(Residual(m)), x))
+            }
+            Node::Form(Form::Nb201, ch) if ch.len() == 6 => {
+                let mut edges = Vec::with_capacity(6);
+                for c in ch {
+                    match c {
+                        Node::Op(op) => edges.push(*op),
+                        _ => return Err(shape_err(node, "nb201 edges must be operations".into())),
+                    }
+                }
+                if x.mode() != Mode::Im
+                    || !x.dims()[1].is_multiple_of(4)
+                    || !x.dims()[2].is_multiple_of(4)
+                {
+                    return Err(shape_err(
+                        node,
+                        format!("the NAS-Bench-201 network cannot take {x}"),
+                    ));
+                }
+                let layer = nb201(p, &edges, x).map_err(|e| torch_err(node, e))?;
+                let (h, w) = (x.dims()[1], x.dims()[2]);
+                Ok((layer, Shape::im(NB201_C * 4, h / 4, w / 4)))
+            }
+            Node::Form(f, _) => Err(shape_err(
+                node,
+                format!("malformed {} (wrong number of parts)", f.name()),
+            )),
         }
-        Node::Form(f, _) => Err(shape_err(
-            node,
-            format!("malformed {} (wrong number of parts)", f.name()),
-        )),
+    }
+
+    /// `route(im2col(k,s,p), linear(d) | seq(linear(d), rest...), post)` as a convolution. The
+    /// linear's parameters are made where the unfused tree makes them (path `1` or `1.0`, shape
+    /// `[d, C*k*k]`), so names, shapes and initial values are the same either way.
+    fn conv(
+        &self,
+        p: &nn::Path,
+        node: &Node,
+        c: &fuse::Conv<'_>,
+        x: Shape,
+        ctx: Ctx,
+    ) -> Result<(Box<dyn Layer>, Shape), CompileError> {
+        let unfold = Op::Im2Col {
+            k: c.k,
+            s: c.s,
+            p: c.p,
+        };
+        let cols = unfold
+            .apply(x, &ctx)
+            .map_err(|e| shape_err(node, e.message))?;
+        let inner = Ctx {
+            fold: unfold.fold_size(x),
+            ..ctx
+        };
+        let lin = Op::Linear(c.d as u32);
+        let mut cur = lin
+            .apply(cols, &inner)
+            .map_err(|e| shape_err(node, e.message))?;
+        let lp = if c.in_seq { p / 1 / 0 } else { p / 1 };
+        let l = linear(&lp, cols.last() as i64, c.d as i64).map_err(|e| torch_err(lin, e))?;
+        let (k, cin, d) = (c.k as i64, c.cin as i64, c.d as i64);
+        let conv = FusedConv {
+            w: l.w,
+            b: l.b,
+            kernel: [d, cin, k, k],
+            stride: c.s as i64,
+            pad: c.p as i64,
+            to_col: !c.is_plain(),
+        };
+        if c.is_plain() {
+            let out = Op::Col2Im
+                .apply(cur, &inner)
+                .map_err(|e| shape_err(node, e.message))?;
+            return Ok((Box::new(conv), out));
+        }
+        let mut layers: Vec<Box<dyn Layer>> = vec![Box::new(conv)];
+        for (i, r) in c.rest.iter().enumerate() {
+            let (l, y) = self.build(&(p / 1 / (i + 1)), r, cur, inner)?;
+            layers.push(l);
+            cur = y;
+        }
+        let (post, out) = self.build(&(p / 2), c.post, cur, inner)?;
+        layers.push(post);
+        Ok((Box::new(Seq(layers)), out))
+    }
+
+    /// h einspace heads on one sequence, concatenated, as multi-head attention: one linear map
+    /// for every head's query, key and value, one attention call. Each head's parameters are
+    /// made at its unfused paths, head by head in the unfused order (query, key, value).
+    fn multi_head(
+        &self,
+        p: &nn::Path,
+        node: &Node,
+        m: &fuse::MultiHead,
+        x: Shape,
+    ) -> Result<(Box<dyn Layer>, Shape), CompileError> {
+        let [s, dm] = x.dims()[..] else {
+            return Err(shape_err(
+                node,
+                format!("multi-head attention cannot take {x}"),
+            ));
+        };
+        let (d, dv) = (m.d as i64, m.dv as i64);
+        let (mut q, mut k, mut v) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..m.heads as usize {
+            let hp = p / (i + 1);
+            let make = |path: nn::Path, out: i64| {
+                linear(&path, dm as i64, out).map_err(|e| torch_err(Op::Linear(out as u32), e))
+            };
+            q.push(make(&hp / 1 / 0 / 1, d)?);
+            k.push(make(&hp / 1 / 0 / 2 / 1, d)?);
+            v.push(make(&hp / 2, dv)?);
+        }
+        let (w, b): (Vec<Tensor>, Vec<Tensor>) =
+            q.into_iter().chain(k).chain(v).map(|l| (l.w, l.b)).unzip();
+        Ok((
+            Box::new(MultiHeadAttention {
+                w,
+                b,
+                heads: m.heads as i64,
+                d,
+                dv,
+                scaled: m.scaled,
+            }),
+            Shape::col(s, m.heads as u64 * m.dv as u64),
+        ))
+    }
+
+    /// einspace's attention as one `scaled_dot_product_attention`. The query, key and value
+    /// modules are built at their unfused paths and in the unfused order.
+    fn attention(
+        &self,
+        p: &nn::Path,
+        node: &Node,
+        a: &fuse::Attention<'_>,
+        x: Shape,
+        ctx: Ctx,
+    ) -> Result<(Box<dyn Layer>, Shape), CompileError> {
+        let (q, qs) = self.build(&(p / 1 / 0 / 1), a.q, x, ctx)?;
+        let (k, ks) = self.build(&(p / 1 / 0 / 2), a.k, x, ctx)?;
+        let (v, vs) = self.build(&(p / 2), a.v, x, ctx)?;
+        let agg = if a.scaled {
+            Op::ScaledDotProduct
+        } else {
+            Op::DotProduct
+        };
+        let scores = agg
+            .merge(&[qs, ks])
+            .map_err(|e| shape_err(node, e.message))?;
+        let out = Op::DotProduct
+            .merge(&[scores, vs])
+            .map_err(|e| shape_err(node, e.message))?;
+        Ok((
+            Box::new(FusedAttention {
+                q,
+                k,
+                v,
+                scaled: a.scaled,
+            }),
+            out,
+        ))
     }
 }
 
@@ -260,6 +457,14 @@ fn op_layer(p: &nn::Path, op: Op, x: Shape, ctx: Ctx) -> Result<Box<dyn Layer>, 
     })
 }
 
+/// The same [B, C, H, W] tensor stored channels-last (NHWC strides), the memory format torch
+/// detects from the strides and convolutions then keep (tch has no memory-format argument).
+pub fn to_channels_last(x: &Tensor) -> Result<Tensor, TchError> {
+    x.f_permute([0, 2, 3, 1])?
+        .f_contiguous()?
+        .f_permute([0, 3, 1, 2])
+}
+
 /// Casts a parameter to the kind of the activations it meets (bf16 under mixed precision).
 fn like(w: &Tensor, x: &Tensor) -> Tensor {
     if w.kind() == x.kind() {
@@ -269,12 +474,13 @@ fn like(w: &Tensor, x: &Tensor) -> Tensor {
     }
 }
 
-/// Runs `f` in float32 and casts back, for normalisations under mixed precision.
+/// Runs `f` in float32 and casts back, for normalisations under mixed precision (float32 and
+/// float64 networks run as they are).
 fn in_f32(
     x: &Tensor,
     f: impl FnOnce(&Tensor) -> Result<Tensor, TchError>,
 ) -> Result<Tensor, TchError> {
-    if x.kind() == Kind::Float {
+    if matches!(x.kind(), Kind::Float | Kind::Double) {
         f(x)
     } else {
         Ok(f(&x.to_kind(Kind::Float))?.to_kind(x.kind()))
@@ -404,6 +610,121 @@ impl Layer for Conv {
             [1, 1],
             1,
         )
+    }
+}
+
+/// A convolution fused from `im2col` + `linear`: the linear's `[d, C*k*k]` weight viewed as
+/// the kernel `[d, C, k, k]`, its bias as the convolution's. With `to_col`, the output is laid
+/// out as positions `[B, H'*W', d]`, as the linear's would be.
+struct FusedConv {
+    w: Tensor,
+    b: Tensor,
+    kernel: [i64; 4],
+    stride: i64,
+    pad: i64,
+    to_col: bool,
+}
+
+impl Layer for FusedConv {
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor, TchError> {
+        let w = like(&self.w, x).f_view(self.kernel)?;
+        let y = x.f_conv2d(
+            &w,
+            Some(&like(&self.b, x)),
+            [self.stride, self.stride],
+            [self.pad, self.pad],
+            [1, 1],
+            1,
+        )?;
+        if self.to_col {
+            y.f_flatten(2, 3)?.f_transpose(1, 2)
+        } else {
+            Ok(y)
+        }
+    }
+}
+
+/// h heads' `softmax(q_i k_i^T * scale) v_i`, side by side on the last dimension: the heads'
+/// query, key and value weights (`w`, `b`: all queries, then keys, then values) joined into
+/// one linear map, then one attention call with a heads dimension.
+struct MultiHeadAttention {
+    w: Vec<Tensor>,
+    b: Vec<Tensor>,
+    heads: i64,
+    d: i64,
+    dv: i64,
+    scaled: bool,
+}
+
+impl Layer for MultiHeadAttention {
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor, TchError> {
+        let w = like(&Tensor::f_cat(&self.w, 0)?, x);
+        let b = like(&Tensor::f_cat(&self.b, 0)?, x);
+        let y = x.f_linear(&w, Some(&b))?;
+        let size = x.size();
+        let (n, s) = (size[0], size[1]);
+        let (h, d, dv) = (self.heads, self.d, self.dv);
+        let part = |start: i64, width: i64| -> Result<Tensor, TchError> {
+            y.f_narrow(2, start, h * width)?
+                .f_view([n, s, h, width])?
+                .f_transpose(1, 2)
+        };
+        let scale = if self.scaled { None } else { Some(1.0) };
+        let out = Tensor::f_scaled_dot_product_attention(
+            &part(0, d)?,
+            &part(h * d, d)?,
+            &part(2 * h * d, dv)?,
+            None::<Tensor>,
+            0.0,
+            false,
+            scale,
+            false,
+        )?;
+        out.f_transpose(1, 2)?.f_reshape([n, s, h * dv])
+    }
+}
+
+/// `softmax(q(x) k(x) * scale) v(x)` in one kernel; `k(x)` is the key already transposed.
+/// Sequences get a heads dimension of 1 so that torch picks its fused (flash) kernels, which
+/// want 4-d inputs.
+struct FusedAttention {
+    q: Box<dyn Layer>,
+    k: Box<dyn Layer>,
+    v: Box<dyn Layer>,
+    scaled: bool,
+}
+
+impl Layer for FusedAttention {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
+        let q = self.q.forward(x, train)?;
+        let k = self.k.forward(x, train)?.f_transpose(-1, -2)?;
+        let v = self.v.forward(x, train)?;
+        // scaled_dot_product's scale is 1/sqrt(q's last dimension), the kernel's default.
+        let scale = if self.scaled { None } else { Some(1.0) };
+        if q.dim() == 3 {
+            let y = Tensor::f_scaled_dot_product_attention(
+                &q.f_unsqueeze(1)?,
+                &k.f_unsqueeze(1)?,
+                &v.f_unsqueeze(1)?,
+                None::<Tensor>,
+                0.0,
+                false,
+                scale,
+                false,
+            )?;
+            y.f_squeeze_dim(1)
+        } else {
+            Tensor::f_scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                None::<Tensor>,
+                0.0,
+                false,
+                scale,
+                false,
+            )
+        }
     }
 }
 

@@ -52,6 +52,10 @@ pub struct Recipe {
     /// Intra-op CPU threads for torch; 0 leaves torch's default. Results on the CPU are
     /// deterministic for a given seed and thread count.
     pub threads: usize,
+    /// Compile recognised subtrees (einspace's convolutions and attention) to fused library
+    /// kernels: the same function and parameters, faster. `false` runs the tree literally
+    /// (for comparison); the environment variable `ARCHSMITH_FUSE=0` also turns it off.
+    pub fuse: bool,
 }
 
 impl Default for Recipe {
@@ -73,6 +77,7 @@ impl Default for Recipe {
             max_memory_mb: 8192,
             precision: Precision::Fp32,
             threads: 0,
+            fuse: true,
         }
     }
 }

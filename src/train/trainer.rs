@@ -3,7 +3,7 @@
 //! time) are results with a reason, never panics; an observer sees every epoch and may stop
 //! training early (for successive halving).
 
-use super::compile::{compile, count_params, Network};
+use super::compile::{compile_with, count_params, CompileOptions, Network};
 use super::data::{Data, Split};
 use super::device::device_name;
 use super::recipe::{Optimizer, Precision, Recipe};
@@ -294,15 +294,20 @@ fn run(
     let r = &opts.recipe;
     let dev = opts.device;
     let vs = nn::VarStore::new(dev);
-    let net = compile(&vs.root(), node, data.input, data.classes, opts.seed).map_err(|e| {
-        Stop::Fail(Failure {
-            reason: match &e {
-                super::compile::CompileError::Torch { source, .. } => classify(source).reason,
-                _ => FailureReason::Compile,
-            },
-            message: e.to_string(),
-        })
-    })?;
+    let copts = CompileOptions {
+        fuse: crate::space::fuse::from_env(r.fuse),
+    };
+    let net = compile_with(&vs.root(), node, data.input, data.classes, opts.seed, copts).map_err(
+        |e| {
+            Stop::Fail(Failure {
+                reason: match &e {
+                    super::compile::CompileError::Torch { source, .. } => classify(source).reason,
+                    _ => FailureReason::Compile,
+                },
+                message: e.to_string(),
+            })
+        },
+    )?;
     let counted = count_params(&vs);
     debug_assert_eq!(
         counted, res.params,
