@@ -129,7 +129,7 @@ fn main() {
         let moderate = CheckOptions {
             limits: Limits {
                 max_params: 5_000_000,
-                max_flops: 300_000_000,
+                max_flops: 100_000_000,
                 max_activation_bytes: 16 << 20,
             },
             ..opts
@@ -159,7 +159,7 @@ fn main() {
         println!(
             "{}",
             serde_json::json!({
-                "sampled": n_sampled, "limits": "<= 5M params, <= 300 MFLOPs",
+                "sampled": n_sampled, "limits": "<= 5M params, <= 100 MFLOPs an image",
                 "batch": batch, "threads": tch::get_num_threads(),
                 "median_speedup_fused_over_unfused": median(&mut all),
                 "with_a_fused_subtree": n_fused,

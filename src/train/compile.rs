@@ -637,7 +637,9 @@ impl Layer for FusedConv {
             1,
         )?;
         if self.to_col {
-            y.f_flatten(2, 3)?.f_transpose(1, 2)
+            // Contiguous, as the linear's output would be: the ops that follow in col mode
+            // (norms, linears, permutations) are slower on a transposed view.
+            y.f_flatten(2, 3)?.f_transpose(1, 2)?.f_contiguous()
         } else {
             Ok(y)
         }
