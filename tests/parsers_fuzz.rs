@@ -194,7 +194,7 @@ fn candidate_notation_with_macros_and_validation() {
     let space = Space::load("einspace").unwrap();
     let opts = CheckOptions::default();
     let input = Shape::im(3, 16, 16);
-    let seed = space.seed("resnet18").unwrap().text.clone();
+    let seed = space.seed("resnet18_no_maxpool").unwrap().text.clone();
     let seed: &'static str = Box::leak(seed.into_boxed_str());
     let validate = |s: &str| {
         let _ = parse_source(s);

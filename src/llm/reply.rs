@@ -676,11 +676,7 @@ mod tests {
             parse_reply("CANDIDATE: seq(linear(8), relu)\nPREDICTED: <img src=x onerror=alert(5)>")
                 .unwrap();
         assert_eq!(r.proposals[0].predicted, None);
-        assert!(
-            r.notes[0].contains("not a number on its own"),
-            "{:?}",
-            r.notes
-        );
+        assert!(r.notes[0].contains("is not a number"), "{:?}", r.notes);
     }
 
     #[test]
