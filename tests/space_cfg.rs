@@ -391,17 +391,18 @@ fn bad_options_are_clear_errors() {
     );
 }
 
-/// llama.cpp's own grammar checker, where one is installed: `llama-gbnf-validator` (or
-/// `test-gbnf-validator`) in `ARCHSMITH_GBNF_VALIDATOR` or next to the local llama-server.
+/// llama.cpp's own grammar checker, where one is installed: `test-gbnf-validator` (or
+/// `llama-gbnf-validator`) in `ARCHSMITH_GBNF_VALIDATOR` or next to the local llama-server.
 fn llama_validator() -> Option<std::path::PathBuf> {
     if let Some(p) = std::env::var_os("ARCHSMITH_GBNF_VALIDATOR") {
         return Some(p.into());
     }
     let home = std::env::var_os("HOME")?;
-    let base = std::path::Path::new(&home).join(".cache/archsmith/llama");
-    for dir in ["bin", "build/bin", "llama.cpp/build/bin"] {
-        for name in ["llama-gbnf-validator", "test-gbnf-validator"] {
-            let p = base.join(dir).join(name);
+    let cache = std::path::Path::new(&home).join(".cache/archsmith");
+    for dir in ["llm/bin", "llama/bin"] {
+        let base = cache.join(dir);
+        for name in ["test-gbnf-validator", "llama-gbnf-validator"] {
+            let p = base.join(name);
             if p.exists() {
                 return Some(p);
             }
