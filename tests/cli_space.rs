@@ -223,8 +223,8 @@ fn space_export_prints_a_grammar_for_constrained_decoding() {
         "",
     );
     assert_eq!(code, 0);
-    assert!(out.contains("\nstart: plan entry"), "{out}");
-    assert!(out.contains("\"\\nPREDICTED: \" number"), "{out}");
+    assert!(out.contains("\nstart: plan_line candidate_line"), "{out}");
+    assert!(out.contains("\"\\nPREDICTED: \" predicted_number"), "{out}");
     let (code, out, _) = stdout(&["space", "export", "mlp", "--no-predicted"], "");
     assert_eq!(code, 0);
     assert!(!out.contains("PREDICTED"), "{out}");

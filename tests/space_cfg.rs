@@ -8,9 +8,11 @@ use archsmith::space::cfg::gbnf::Gbnf;
 use archsmith::space::cfg::{compile, export_cfg, CfgError, CfgFormat, CfgOptions, ReplyShape};
 use archsmith::space::grammar::parse_grammar;
 use archsmith::space::{CheckOptions, Node, Shape, Space};
+use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 /// The shipped spaces with an input each draws valid candidates for.
 fn spaces() -> Vec<(Space, Shape)> {
@@ -509,4 +511,31 @@ fn node_depth_is_what_the_bound_counts() {
         .unwrap()
         .node;
     assert_eq!(n.depth(), 1);
+}
+
+/// Each shipped space (with an input) and its reply grammar for k = 1, compiled once.
+fn compiled() -> &'static [(Space, Shape, Gbnf)] {
+    static C: OnceLock<Vec<(Space, Shape, Gbnf)>> = OnceLock::new();
+    C.get_or_init(|| {
+        spaces()
+            .into_iter()
+            .map(|(s, x)| {
+                let g = gbnf(&s, None, Some(ReplyShape::propose(1)));
+                (s, x, g)
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_seed_draws_a_candidate_the_reply_grammar_accepts(i in 0usize..6, seed in any::<u64>()) {
+        let (space, input, g) = &compiled()[i];
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (node, _) = space.sample(*input, &opts(), &mut rng).unwrap();
+        let r = reply_text("try something new", &[node.to_string()], true);
+        prop_assert!(g.accepts(&r), "{}: rejected\n{}", space.name(), r);
+    }
 }

@@ -558,9 +558,9 @@ impl<'g> Builder<'g> {
             Key::Head(s, e) => format!("{}-head-{e}", self.sym_name(s)),
             Key::Item(s, e) => format!("{}-item-{e}", self.sym_name(s)),
             Key::Split(s, k) | Key::Merge(s, k) => format!("{}-k{k}", self.sym_name(s)),
-            Key::Plan => "plan".to_string(),
-            Key::Entry => "entry".to_string(),
-            Key::Number => "number".to_string(),
+            Key::Plan => "plan-line".to_string(),
+            Key::Entry => "candidate-line".to_string(),
+            Key::Number => "predicted-number".to_string(),
         };
         let id = self.reserve(key, base);
         let body = match key {
