@@ -216,3 +216,39 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+#[test]
+fn space_export_prints_a_grammar_for_constrained_decoding() {
+    let (code, out, _) = stdout(&["space", "export", "nb201", "--candidate-only"], "");
+    assert_eq!(code, 0);
+    assert!(out.contains("\nroot ::= network-0\n"), "{out}");
+    assert!(out.contains("\"nb201(\" edge"), "{out}");
+    assert!(!out.contains("PLAN"), "{out}");
+    let (code, out, _) = stdout(
+        &[
+            "space", "export", "einspace", "--format", "lark", "-k", "3", "--depth", "4",
+        ],
+        "",
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("\nstart: plan_line candidate_line"), "{out}");
+    assert!(out.contains("\"\\nPREDICTED: \" predicted_number"), "{out}");
+    let (code, out, _) = stdout(&["space", "export", "mlp", "--no-predicted"], "");
+    assert_eq!(code, 0);
+    assert!(!out.contains("PREDICTED"), "{out}");
+    let (code, _, err) = stdout(&["space", "export", "nb201", "--depth", "3"], "");
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("depth 3 is larger than space nb201's max_depth 2"),
+        "{err}"
+    );
+    let (code, _, err) = stdout(&["space", "export", "nb201", "--format", "json"], "");
+    assert_eq!(code, 2);
+    assert!(err.contains("gbnf"), "{err}");
+    let (code, _, err) = stdout(
+        &["space", "export", "nb201", "--reply", "--candidate-only"],
+        "",
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot be used with"), "{err}");
+}

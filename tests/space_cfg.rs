@@ -8,9 +8,11 @@ use archsmith::space::cfg::gbnf::Gbnf;
 use archsmith::space::cfg::{compile, export_cfg, CfgError, CfgFormat, CfgOptions, ReplyShape};
 use archsmith::space::grammar::parse_grammar;
 use archsmith::space::{CheckOptions, Node, Shape, Space};
+use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 /// The shipped spaces with an input each draws valid candidates for.
 fn spaces() -> Vec<(Space, Shape)> {
@@ -391,17 +393,18 @@ fn bad_options_are_clear_errors() {
     );
 }
 
-/// llama.cpp's own grammar checker, where one is installed: `llama-gbnf-validator` (or
-/// `test-gbnf-validator`) in `ARCHSMITH_GBNF_VALIDATOR` or next to the local llama-server.
+/// llama.cpp's own grammar checker, where one is installed: `test-gbnf-validator` (or
+/// `llama-gbnf-validator`) in `ARCHSMITH_GBNF_VALIDATOR` or next to the local llama-server.
 fn llama_validator() -> Option<std::path::PathBuf> {
     if let Some(p) = std::env::var_os("ARCHSMITH_GBNF_VALIDATOR") {
         return Some(p.into());
     }
     let home = std::env::var_os("HOME")?;
-    let base = std::path::Path::new(&home).join(".cache/archsmith/llama");
-    for dir in ["bin", "build/bin", "llama.cpp/build/bin"] {
-        for name in ["llama-gbnf-validator", "test-gbnf-validator"] {
-            let p = base.join(dir).join(name);
+    let cache = std::path::Path::new(&home).join(".cache/archsmith");
+    for dir in ["llm/bin", "llama/bin"] {
+        let base = cache.join(dir);
+        for name in ["test-gbnf-validator", "llama-gbnf-validator"] {
+            let p = base.join(name);
             if p.exists() {
                 return Some(p);
             }
@@ -456,11 +459,13 @@ fn llama_cpp_parses_every_export() {
 
 #[test]
 fn llguidance_parses_every_lark_export() {
-    let probe = std::process::Command::new("python3")
+    // A Python with llguidance: ARCHSMITH_LLGUIDANCE_PYTHON, else python3.
+    let python = std::env::var("ARCHSMITH_LLGUIDANCE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = std::process::Command::new(&python)
         .args(["-c", "import llguidance"])
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!("skipped: the Python package llguidance (vLLM's Lark backend) is not installed");
+        eprintln!("skipped: the Python package llguidance (vLLM's Lark backend) is not installed (set ARCHSMITH_LLGUIDANCE_PYTHON to a Python that has it)");
         return;
     }
     for (space, _) in spaces() {
@@ -471,10 +476,10 @@ fn llguidance_parses_every_lark_export() {
         let text = export_cfg(&space.grammar, CfgFormat::Lark, &o).unwrap();
         let script = "import sys, llguidance\n\
             g = sys.stdin.read()\n\
-            ok, is_err, msgs = llguidance.LLMatcher.validate_grammar_with_warnings(llguidance.grammar_from('lark', g))\n\
-            print(ok, is_err, msgs)\n\
-            sys.exit(0 if not is_err else 1)\n";
-        let mut child = std::process::Command::new("python3")
+            is_err, msgs = llguidance.LLMatcher.validate_grammar_with_warnings(llguidance.grammar_from('lark', g))\n\
+            print(is_err, msgs)\n\
+            sys.exit(1 if is_err or msgs else 0)\n";
+        let mut child = std::process::Command::new(&python)
             .args(["-c", script])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -506,4 +511,31 @@ fn node_depth_is_what_the_bound_counts() {
         .unwrap()
         .node;
     assert_eq!(n.depth(), 1);
+}
+
+/// Each shipped space (with an input) and its reply grammar for k = 1, compiled once.
+fn compiled() -> &'static [(Space, Shape, Gbnf)] {
+    static C: OnceLock<Vec<(Space, Shape, Gbnf)>> = OnceLock::new();
+    C.get_or_init(|| {
+        spaces()
+            .into_iter()
+            .map(|(s, x)| {
+                let g = gbnf(&s, None, Some(ReplyShape::propose(1)));
+                (s, x, g)
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_seed_draws_a_candidate_the_reply_grammar_accepts(i in 0usize..6, seed in any::<u64>()) {
+        let (space, input, g) = &compiled()[i];
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (node, _) = space.sample(*input, &opts(), &mut rng).unwrap();
+        let r = reply_text("try something new", &[node.to_string()], true);
+        prop_assert!(g.accepts(&r), "{}: rejected\n{}", space.name(), r);
+    }
 }

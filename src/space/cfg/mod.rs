@@ -558,9 +558,9 @@ impl<'g> Builder<'g> {
             Key::Head(s, e) => format!("{}-head-{e}", self.sym_name(s)),
             Key::Item(s, e) => format!("{}-item-{e}", self.sym_name(s)),
             Key::Split(s, k) | Key::Merge(s, k) => format!("{}-k{k}", self.sym_name(s)),
-            Key::Plan => "plan".to_string(),
-            Key::Entry => "entry".to_string(),
-            Key::Number => "number".to_string(),
+            Key::Plan => "plan-line".to_string(),
+            Key::Entry => "candidate-line".to_string(),
+            Key::Number => "predicted-number".to_string(),
         };
         let id = self.reserve(key, base);
         let body = match key {
@@ -741,13 +741,12 @@ impl<'g> Builder<'g> {
                     // One module (copied to every branch) or exactly k.
                     let mut modules = vec![Expr::Ref(module)];
                     if k > 1 {
-                        let more = Expr::Seq(vec![sep(), Expr::Ref(module)]);
-                        let exactly = if k == 2 {
-                            more
-                        } else {
-                            Expr::Rep(Box::new(more), k as usize - 1, Some(k as usize - 1))
-                        };
-                        modules.push(Expr::Rep(Box::new(exactly), 0, Some(1)));
+                        // Spelt out rather than `(x{3})?`, which some GBNF readers misparse.
+                        let mut rest = Vec::new();
+                        for _ in 1..k {
+                            rest.extend([sep(), Expr::Ref(module)]);
+                        }
+                        modules.push(Expr::Rep(Box::new(Expr::Seq(rest)), 0, Some(1)));
                     }
                     let mut seq = vec![Expr::Lit("branch(".into()), Expr::Ref(split), sep()];
                     seq.extend(modules);
@@ -864,6 +863,7 @@ impl<'g> Builder<'g> {
             .enumerate()
             .map(|(i, b)| if prod[i] { prune(b, &prod) } else { None })
             .collect();
+        let bodies = merge_equal(bodies);
         // Keep rules in the order the start rule reaches them (breadth first).
         let mut order = vec![0usize];
         let mut index = vec![usize::MAX; n];
@@ -970,6 +970,63 @@ fn prune(e: Expr, prod: &[bool]) -> Option<Expr> {
         Expr::Rep(x, min, max) => Expr::Rep(Box::new(prune(*x, prod)?), min, max),
         other => other,
     })
+}
+
+/// Merges rules that say the same thing: a rule that is only a reference to another is
+/// replaced by that one, and rules with equal bodies by the first of them (the same rule at
+/// several depths once nothing inside it depends on depth). The start rule stays.
+fn merge_equal(mut bodies: Vec<Option<Expr>>) -> Vec<Option<Expr>> {
+    let n = bodies.len();
+    loop {
+        let mut map: Vec<usize> = (0..n).collect();
+        for i in 1..n {
+            if let Some(Expr::Ref(t)) = &bodies[i] {
+                map[i] = *t;
+            }
+        }
+        // Follow alias chains; a cycle of aliases derives nothing and was pruned already,
+        // but the walk is bounded anyway.
+        for i in 0..n {
+            let mut t = map[i];
+            for _ in 0..n {
+                if map[t] == t {
+                    break;
+                }
+                t = map[t];
+            }
+            map[i] = t;
+        }
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for i in 0..n {
+            if map[i] != i {
+                continue;
+            }
+            if let Some(b) = &bodies[i] {
+                let key = format!("{:?}", renumber(b.clone(), &map));
+                match seen.get(&key) {
+                    Some(&j) if i != 0 => map[i] = j,
+                    Some(_) => {}
+                    None => {
+                        seen.insert(key, i);
+                    }
+                }
+            }
+        }
+        if map.iter().enumerate().all(|(i, &m)| i == m) {
+            return bodies;
+        }
+        bodies = bodies
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| {
+                if map[i] != i {
+                    None
+                } else {
+                    b.map(|b| renumber(b, &map))
+                }
+            })
+            .collect();
+    }
 }
 
 fn collect_refs(e: &Expr, out: &mut Vec<usize>) {
