@@ -203,48 +203,53 @@ fn untrusted_text_reaches_the_terminal_escaped() {
 fn dry_run_refuses_what_a_run_refuses() {
     let tmp = tempfile::tempdir().unwrap();
     let base = sequential(&tmp.path().join("r"), 2);
+    // (what, the line as written, the line spoiled, the field the refusal must name)
     let cases = [
         (
             "unknown task",
-            base.replace("name = \"textures\"", "name = \"no-such-task\""),
+            "name = \"textures\"",
+            "name = \"no-such-task\"",
             "task.name",
         ),
         (
             "unknown space",
-            base.replace("name = \"einspace\"", "name = \"no-such-space\""),
+            "name = \"einspace\"",
+            "name = \"no-such-space\"",
             "space.name",
         ),
         (
             "misspelt recipe key",
-            base.replace("batch_size = 32", "batch_sise = 32"),
+            "batch_size = 32",
+            "batch_sise = 32",
             "batch_sise",
         ),
         (
             "negative batch size",
-            base.replace("batch_size = 32", "batch_size = -4"),
+            "batch_size = 32",
+            "batch_size = -4",
             "batch_size",
         ),
         (
             "zero batch size",
-            base.replace("batch_size = 32", "batch_size = 0"),
+            "batch_size = 32",
+            "batch_size = 0",
             "batch_size",
         ),
-        (
-            "zero epochs",
-            base.replace("epochs = 1", "epochs = 0"),
-            "epochs",
-        ),
+        ("zero epochs", "epochs = 1", "epochs = 0", "epochs"),
         (
             "no training data",
-            base.replace("train_size = 128", "train_size = 0"),
+            "train_size = 128",
+            "train_size = 0",
             "train_size",
         ),
         (
             "no validation data",
-            base.replace("valid_size = 64", "valid_size = 0"),
+            "valid_size = 64",
+            "valid_size = 0",
             "valid_size",
         ),
-    ];
+    ]
+    .map(|(what, from, to, field)| (what, base.replace(from, to), field));
     for (what, toml, field) in cases {
         let cfg = tmp.path().join("bad.toml");
         std::fs::write(&cfg, &toml).unwrap();
