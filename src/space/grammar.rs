@@ -914,6 +914,29 @@ impl Grammar {
         }
     }
 
+    /// Per rule: whether some derivation of it reaches a form (directly or through rules).
+    pub fn formy(&self) -> Vec<bool> {
+        let mut formy = vec![false; self.rules.len()];
+        loop {
+            let mut changed = false;
+            for (i, r) in self.rules.iter().enumerate() {
+                if !formy[i]
+                    && r.alts.iter().any(|a| match &a.body {
+                        Body::Form(..) => true,
+                        Body::Ref(t) => formy[*t],
+                        Body::Op(_) => false,
+                    })
+                {
+                    formy[i] = true;
+                    changed = true;
+                }
+            }
+            if !changed {
+                return formy;
+            }
+        }
+    }
+
     /// Whether each symbol can reach an operation through references only (no forms): the
     /// alternatives still open at the maximum depth.
     pub fn leafy(&self) -> Vec<bool> {

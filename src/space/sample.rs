@@ -66,25 +66,7 @@ struct Draw<'r, R: Rng> {
 impl<'g> Sampler<'g> {
     pub fn new(g: &'g Grammar, settings: SampleSettings) -> Sampler<'g> {
         let leafy = g.leafy();
-        let mut formy = vec![false; g.rules.len()];
-        loop {
-            let mut changed = false;
-            for (i, r) in g.rules.iter().enumerate() {
-                if !formy[i]
-                    && r.alts.iter().any(|a| match &a.body {
-                        Body::Form(..) => true,
-                        Body::Ref(t) => formy[*t],
-                        Body::Op(_) => false,
-                    })
-                {
-                    formy[i] = true;
-                    changed = true;
-                }
-            }
-            if !changed {
-                break;
-            }
-        }
+        let formy = g.formy();
         Sampler {
             g,
             leafy,

@@ -401,25 +401,7 @@ struct Builder<'g> {
 impl<'g> Builder<'g> {
     fn new(g: &'g Grammar, depth: usize) -> Result<Builder<'g>, CfgError> {
         let n = g.rules.len();
-        let mut formy = vec![false; n];
-        loop {
-            let mut changed = false;
-            for (i, r) in g.rules.iter().enumerate() {
-                if !formy[i]
-                    && r.alts.iter().any(|a| match &a.body {
-                        Body::Form(..) => true,
-                        Body::Ref(t) => formy[*t],
-                        Body::Op(_) => false,
-                    })
-                {
-                    formy[i] = true;
-                    changed = true;
-                }
-            }
-            if !changed {
-                break;
-            }
-        }
+        let formy = g.formy();
         // The grammar has no reference cycles (its checks refuse them), so this terminates.
         fn seqs_of(g: &Grammar, s: SymId, memo: &mut Vec<Option<Vec<(SymId, SymId)>>>) {
             if memo[s].is_some() {
