@@ -7,9 +7,10 @@
 //! a temporary folder), since fsync costs what the disk makes it cost: `/dev/shm` measures the
 //! loop alone, a disk folder adds its fsync latency.
 
+use archsmith::exec::fake::FakeEvaluator;
 use archsmith::exec::inline::Inline;
 use archsmith::run::runner::Recovered;
-use archsmith::run::{build_strategy, Experiment, FakeEvaluator, Journal, Runner, Settings};
+use archsmith::run::{build_strategy, Experiment, Journal, Runner, Settings};
 use archsmith::search::History;
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::time::{Duration, Instant};

@@ -89,6 +89,28 @@ pub fn error_chain(e: &anyhow::Error) -> String {
     out
 }
 
+/// Reads candidates (or a program) from a file, or from standard input for `-`, as UTF-8.
+pub fn read_input(file: &str) -> anyhow::Result<String> {
+    use anyhow::Context;
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    if file == "-" {
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("cannot read candidates from standard input")?;
+    } else {
+        bytes =
+            std::fs::read(file).with_context(|| format!("cannot read candidates from {file}"))?;
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not UTF-8 text (invalid byte at offset {})",
+            if file == "-" { "standard input" } else { file },
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

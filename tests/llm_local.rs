@@ -5,10 +5,10 @@
 //! a message where `scripts/setup.sh --llm` has not installed it; required when
 //! ARCHSMITH_LLM_REQUIRED=1, as scripts/test sets in CI).
 
+use archsmith::exec::fake::FakeEvaluator;
 use archsmith::llm::{read_records, LlmRecord};
 use archsmith::run::{
-    compare_replay, prepare_new, prepare_replay, prepare_resume, summary, FakeEvaluator,
-    NoProgress, Settings,
+    compare_replay, prepare_new, prepare_replay, prepare_resume, summary, NoProgress, Settings,
 };
 use std::path::{Path, PathBuf};
 

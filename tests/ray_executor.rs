@@ -13,9 +13,9 @@ use archsmith::exec::{
     ExecError, Executor, ExecutorKind, ExecutorSettings, Job, JobSpec, RaySettings, TaskSpec,
     Update, PROTOCOL,
 };
-use archsmith::run::Evaluation;
 use archsmith::space::{parse_one, CheckOptions, Limits, Space};
 use archsmith::train::Epoch;
+use archsmith::train::Evaluation;
 use assert_cmd::Command;
 use common::{finished, journal, wrapper, BIN};
 use ray_support::{alive, FakeRay};
@@ -68,7 +68,7 @@ fn job(eval: u64, text: &str) -> Job {
         recipe,
         seed: 5,
         device: "auto".into(),
-        program: archsmith::exec::worker::program_eval(5),
+        program: archsmith::train::program::program_eval(5),
         rungs: Vec::new(),
         weights_to: None,
     };

@@ -2,9 +2,10 @@
 //! the model strategies against a loopback OpenAI-compatible server whose replies mix valid,
 //! invalid and unparseable candidates, a crash mid-run and its resume, replay, and bad input.
 
+use archsmith::exec::fake::FakeEvaluator;
 use archsmith::run::{
     compare_replay, prepare_new, prepare_replay, prepare_resume, read_journal, summary, Event,
-    FakeEvaluator, NoProgress, Settings,
+    NoProgress, Settings,
 };
 use assert_cmd::Command;
 use serde_json::{json, Value};

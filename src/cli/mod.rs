@@ -6,15 +6,15 @@ use archsmith::space::{CheckOptions, Diagnostic, Limits, Node, Shape, Space};
 use clap::{Args, Parser, Subcommand};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::io::Write;
 use std::process::ExitCode;
 
 mod bench;
 mod prompt;
 mod report;
 mod run;
-mod train;
+mod task;
+mod torch;
 
 /// archsmith: synthesise neural architectures and tensor programs with a language model in
 /// the loop.
@@ -43,12 +43,14 @@ pub enum Command {
     Prompt(prompt::PromptCmd),
     /// Score an activation function or an update rule by training a reference network with
     /// it; prints the result as JSON.
-    TrainProgram(TrainProgramArgs),
+    #[command(disable_help_flag = true)]
+    TrainProgram(torch::Passthrough),
     /// Train one candidate on a task and print the result as JSON.
-    Train(train::TrainArgs),
+    #[command(disable_help_flag = true)]
+    Train(torch::Passthrough),
     /// List the tasks or show one.
     #[command(subcommand)]
-    Task(train::TaskCmd),
+    Task(task::TaskCmd),
     /// Run a search: the built-in default experiment, or one from --config, with overrides.
     Run(run::RunArgs),
     /// Continue a run from its journal after a crash, a kill or a raised budget.
@@ -61,7 +63,8 @@ pub enum Command {
     Show(run::ShowArgs),
     /// Export a run's best candidate (or one named), or a candidate file, as a PyTorch module
     /// with its weights (safetensors), as JSON, or as tch weights.
-    Export(report::ExportArgs),
+    #[command(disable_help_flag = true)]
+    Export(torch::Passthrough),
     /// Write a run's report: one self-contained HTML file with plots and tables.
     Report(report::ReportArgs),
     /// Compare runs: best-so-far by strategy over seeds, improvement over random; HTML and CSV.
@@ -71,66 +74,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Train jobs for an executor: one given inline (as a Ray job runs it), or a job a line on
     /// stdin (as local workers run it). Prints epoch lines and, last, the result line.
-    Worker(WorkerArgs),
-}
-
-#[derive(Args, Debug)]
-#[command(group(clap::ArgGroup::new("input").required(true).args(["job", "job_file", "serve"])))]
-pub struct WorkerArgs {
-    /// The job, as JSON.
-    #[arg(long)]
-    pub job: Option<String>,
-    /// A file holding the job as JSON.
-    #[arg(long)]
-    pub job_file: Option<PathBuf>,
-    /// Serve jobs, one JSON object a line on stdin, until stdin closes.
-    #[arg(long)]
-    pub serve: bool,
-}
-
-#[derive(Args, Debug)]
-pub struct TrainProgramArgs {
-    /// The program space: activation or optimizer (or a path to a program space).
-    #[arg(long)]
-    pub space: String,
-    /// The task: a synthetic task (textures, glyph-sum, seq-match, teacher) or FORMAT:DIR.
-    #[arg(long, default_value = "teacher")]
-    pub task: String,
-    /// A file holding the program, or - for stdin.
-    #[arg(long, conflicts_with = "seed_program")]
-    pub program: Option<String>,
-    /// A seed of the space by name (e.g. adam, lion, gelu, swish).
-    #[arg(long)]
-    pub seed_program: Option<String>,
-    /// Learning rates to try, comma-separated (default: 1e-4,1e-3,1e-2,1e-1 for update
-    /// rules, the task's for activations).
-    #[arg(long, value_delimiter = ',')]
-    pub lr: Vec<f64>,
-    /// Hidden widths of the reference MLP, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "64,64")]
-    pub hidden: Vec<u64>,
-    /// Train update rules on this architecture instead (SPACE:SEED, e.g. mlp:mlp2).
-    #[arg(long)]
-    pub reference: Option<String>,
-    /// Epochs (default: the task's recipe).
-    #[arg(long)]
-    pub epochs: Option<usize>,
-    /// Examples in the train, validation and test splits of a synthetic task.
-    #[arg(long, value_delimiter = ',')]
-    pub sizes: Vec<usize>,
-    #[arg(long, default_value_t = 0.9)]
-    pub beta1: f64,
-    #[arg(long, default_value_t = 0.999)]
-    pub beta2: f64,
-    #[arg(long, default_value_t = 0.01)]
-    pub wd: f64,
-    #[arg(long, default_value_t = 1e-8)]
-    pub eps: f64,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Device: auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
+    #[command(disable_help_flag = true)]
+    Worker(torch::Passthrough),
 }
 
 #[derive(Subcommand, Debug)]
@@ -341,10 +286,10 @@ pub fn run() -> Result<ExitCode> {
         Command::Mutate(a) => mutate(a),
         Command::Crossover(a) => crossover(a),
         Command::Prompt(c) => prompt::run(c),
-        Command::TrainProgram(a) => train_program(a),
-        Command::Train(a) => train::run(a),
-        Command::Task(c) => train::task(c),
-        Command::Export(a) => report::export(a),
+        Command::TrainProgram(a) => torch::forward("train-program", a),
+        Command::Train(a) => torch::forward("train", a),
+        Command::Task(c) => task::task(c),
+        Command::Export(a) => torch::forward("export", a),
         Command::Report(a) => report::report(a),
         Command::Compare(a) => report::compare(a),
         Command::Bench(a) => bench::run(a),
@@ -353,52 +298,8 @@ pub fn run() -> Result<ExitCode> {
         Command::Replay(a) => run::replay(a),
         Command::Runs(a) => run::runs(a),
         Command::Show(a) => run::show(a),
-        Command::Worker(a) => worker(a),
+        Command::Worker(a) => torch::forward("worker", a),
     }
-}
-
-fn worker(a: WorkerArgs) -> Result<ExitCode> {
-    use archsmith::exec::worker;
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .try_init();
-    let stdout = std::io::stdout();
-    if a.serve {
-        let stdin = std::io::stdin();
-        worker::serve(&mut stdin.lock(), &mut stdout.lock())?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let text = match (&a.job, &a.job_file) {
-        (Some(j), _) => j.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read the job file {}", f.display()))?,
-        (None, None) => bail!("give --job, --job-file or --serve"),
-    };
-    let spec = worker::parse_job(&text).map_err(anyhow::Error::msg)?;
-    worker::Worker::new().run(&spec, &mut stdout.lock())?;
-    Ok(ExitCode::SUCCESS)
-}
-
-fn read_input(file: &str) -> Result<String> {
-    let mut bytes = Vec::new();
-    if file == "-" {
-        std::io::stdin()
-            .read_to_end(&mut bytes)
-            .context("cannot read candidates from standard input")?;
-    } else {
-        let path = PathBuf::from(file);
-        bytes = std::fs::read(&path)
-            .with_context(|| format!("cannot read candidates from {}", path.display()))?;
-    }
-    String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "{} is not UTF-8 text (invalid byte at offset {})",
-            if file == "-" { "standard input" } else { file },
-            e.utf8_error().valid_up_to()
-        )
-    })
 }
 
 fn sample(a: SampleArgs) -> Result<ExitCode> {
@@ -439,7 +340,7 @@ fn print_diag(out: &mut impl Write, d: &Diagnostic, src: &str) -> std::io::Resul
 
 fn validate(a: ValidateArgs) -> Result<ExitCode> {
     let space = a.space.load()?;
-    let src = read_input(&a.file)?;
+    let src = archsmith::text::read_input(&a.file)?;
     let opts = a.space.options();
     let results = space.validate_source(&src, a.space.input, &opts);
     if results.is_empty() {
@@ -578,7 +479,7 @@ fn valid_parents(space: &Space, src: &str, a: &SpaceArgs) -> Result<Vec<Node>> {
 
 fn mutate(a: MutateArgs) -> Result<ExitCode> {
     let space = a.space.load()?;
-    let src = read_input(&a.file)?;
+    let src = archsmith::text::read_input(&a.file)?;
     let parents = valid_parents(&space, &src, &a.space)?;
     let opts = a.space.options();
     let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
@@ -595,7 +496,7 @@ fn mutate(a: MutateArgs) -> Result<ExitCode> {
 
 fn text_arg(s: &str) -> Result<String> {
     match s.strip_prefix('@') {
-        Some(path) => read_input(path),
+        Some(path) => archsmith::text::read_input(path),
         None => Ok(s.to_string()),
     }
 }
@@ -614,112 +515,4 @@ fn crossover(a: CrossoverArgs) -> Result<ExitCode> {
     )?;
     println!("{child}");
     Ok(ExitCode::SUCCESS)
-}
-
-fn train_program(a: TrainProgramArgs) -> Result<ExitCode> {
-    use archsmith::space::SpaceKind;
-    use archsmith::train::program::{self, Hyper, ProgramEval, Reference};
-    let space = Space::load(&a.space)?;
-    let kind = space.grammar.kind;
-    if !kind.is_program() {
-        bail!(
-            "space {} holds networks, not programs; train-program takes the activation or optimizer space",
-            space.name()
-        );
-    }
-    let text = match (&a.program, &a.seed_program) {
-        (Some(f), _) => read_input(f)?,
-        (None, Some(name)) => match space.seed(name) {
-            Some(s) => s.text.clone(),
-            None => bail!(
-                "space {} has no seed `{name}`; its seeds are {}",
-                space.name(),
-                space
-                    .seeds
-                    .iter()
-                    .map(|s| s.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        },
-        (None, None) => {
-            bail!("give the program with --program FILE (or - for stdin) or --seed-program NAME")
-        }
-    };
-    let mut task = archsmith::train::Task::resolve(&a.task)?;
-    if let [tr, va, te] = a.sizes[..] {
-        task = task.with_sizes(tr, va, te);
-    } else if !a.sizes.is_empty() {
-        bail!("--sizes takes three numbers: train,valid,test");
-    }
-    let data = task.load()?;
-    let opts = CheckOptions::default();
-    let node = match space.validate_text(&text, data.input, &opts) {
-        Ok((node, _)) => node,
-        Err(diags) => {
-            let mut msg = String::from("the program is invalid:");
-            for d in &diags {
-                msg.push_str(&format!("\n  - {d}"));
-            }
-            bail!(msg);
-        }
-    };
-    let reference = match &a.reference {
-        Some(r) => {
-            let (sp, seed) = r
-                .split_once(':')
-                .context("--reference takes SPACE:SEED, e.g. mlp:mlp2")?;
-            let s = Space::load(sp)?;
-            let text = s
-                .seed(seed)
-                .with_context(|| format!("space {sp} has no seed `{seed}`"))?
-                .text
-                .clone();
-            Reference::Candidate {
-                space: sp.to_string(),
-                text,
-            }
-        }
-        None => Reference::Mlp {
-            hidden: a.hidden.clone(),
-        },
-    };
-    let mut recipe = task.recipe.clone();
-    if let Some(e) = a.epochs {
-        recipe.epochs = e;
-    }
-    let cfg = ProgramEval {
-        reference,
-        lrs: a.lr.clone(),
-        hyper: Hyper {
-            beta1: a.beta1,
-            beta2: a.beta2,
-            wd: a.wd,
-            eps: a.eps,
-        },
-        recipe: Some(recipe.clone()),
-        seed: a.seed,
-        ..ProgramEval::default()
-    };
-    if let Err(e) = cfg.hyper.check() {
-        bail!(e);
-    }
-    let device = archsmith::train::parse_device(&a.device)?;
-    let (res, grid) = match kind {
-        SpaceKind::Activation => {
-            program::evaluate_activation_grid(&node, &data, &recipe, &cfg, device)
-        }
-        _ => program::evaluate_optimizer_grid(&node, &data, &recipe, &cfg, device),
-    };
-    let mut v = serde_json::to_value(&res)?;
-    if let Some(o) = v.as_object_mut() {
-        o.insert("space".into(), kind.name().into());
-        o.insert("lr_grid".into(), serde_json::to_value(&grid)?);
-    }
-    println!("{}", serde_json::to_string_pretty(&v)?);
-    Ok(if res.ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }

@@ -2,8 +2,26 @@
 //! for runs, a fake one for tests and benchmarks).
 
 use super::{interrupted, ExecError, Executor, Job, Update};
-use crate::run::Evaluator;
-use crate::train::{Epoch, Flow};
+use crate::space::{Analysis, Node};
+use crate::train::lookup;
+use crate::train::{Epoch, Evaluation, Failure, FailureReason, Flow};
+use std::sync::Arc;
+
+/// Scores a candidate in this process: what the inline executor runs (a look-up table, a
+/// fake for tests, or libtorch in the training crate).
+pub trait Evaluator {
+    /// Trains `node` (valid, with `analysis`), calling `on_epoch` after each epoch; training
+    /// stops when it returns [`Flow::Stop`].
+    fn evaluate(
+        &mut self,
+        node: &Node,
+        analysis: &Analysis,
+        on_epoch: &mut dyn FnMut(&Epoch) -> Flow,
+    ) -> Evaluation;
+
+    /// Epochs a full evaluation trains.
+    fn epochs(&self) -> usize;
+}
 
 pub struct Inline<'a> {
     pub evaluator: Box<dyn Evaluator + 'a>,
@@ -66,5 +84,70 @@ impl Executor for Inline<'_> {
             .take()
             .map(|_| vec!["inline".into()])
             .unwrap_or_default()
+    }
+}
+
+/// Evaluates by looking the candidate up: no training.
+pub struct LookupEvaluator {
+    pub table: Arc<lookup::Table>,
+}
+
+impl Evaluator for LookupEvaluator {
+    fn evaluate(
+        &mut self,
+        node: &Node,
+        _analysis: &Analysis,
+        on_epoch: &mut dyn FnMut(&Epoch) -> Flow,
+    ) -> Evaluation {
+        let Some((key, e)) = self.table.get(node) else {
+            return Evaluation {
+                score: None,
+                failure: Some(Failure {
+                    reason: FailureReason::Runtime,
+                    message: format!(
+                        "{node} is not in the NAS-Bench-Graph table of {} (key {})",
+                        self.table.dataset,
+                        lookup::cell_key(node).map_or("none".into(), |k| k.to_string())
+                    ),
+                }),
+                curve: Vec::new(),
+                params: 0,
+                flops: 0,
+                stopped_early: false,
+                wall_seconds: 0.0,
+                weights: None,
+                lookup: None,
+            };
+        };
+        let epoch = Epoch {
+            epoch: 1,
+            steps: 0,
+            train_loss: 0.0,
+            valid_loss: 0.0,
+            valid_score: e.valid,
+            lr: 0.0,
+            seconds: 0.0,
+        };
+        let _ = on_epoch(&epoch);
+        Evaluation {
+            score: Some(e.valid),
+            failure: None,
+            curve: vec![epoch],
+            params: (e.params_m * 1e6).round() as u64,
+            flops: 0,
+            stopped_early: false,
+            wall_seconds: 0.0,
+            weights: None,
+            lookup: Some(lookup::LookupResult {
+                key,
+                test: e.test,
+                latency_seconds: e.latency,
+                params_millions: e.params_m,
+            }),
+        }
+    }
+
+    fn epochs(&self) -> usize {
+        1
     }
 }

@@ -58,7 +58,8 @@ pub struct Local {
     gen: u64,
 }
 
-/// The archsmith program workers run: the configured command, `ARCHSMITH_BIN`, or this one.
+/// The program workers run: the configured command, `ARCHSMITH_BIN`, or the training binary
+/// (`archsmith-torch`, see [`super::torch_program`]).
 pub fn worker_program(configured: Option<&str>) -> Result<PathBuf, ExecError> {
     if let Some(c) = configured {
         return Ok(PathBuf::from(c));
@@ -66,24 +67,52 @@ pub fn worker_program(configured: Option<&str>) -> Result<PathBuf, ExecError> {
     if let Some(b) = std::env::var_os("ARCHSMITH_BIN") {
         return Ok(PathBuf::from(b));
     }
-    std::env::current_exe().map_err(|e| {
-        ExecError::Other(format!(
-            "cannot find this program to start workers ({e}); set [executor] command"
-        ))
-    })
+    super::torch_program()
+}
+
+/// The number of CUDA devices the worker program's libtorch sees (`worker --gpus`); 0 when
+/// it cannot say, with a warning.
+pub fn count_gpus(program: &Path) -> usize {
+    let out = Command::new(program)
+        .args(["worker", "--gpus"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0),
+        Ok(o) => {
+            tracing::warn!(
+                "{} worker --gpus failed ({}); workers use the CPU",
+                program.display(),
+                o.status
+            );
+            0
+        }
+        Err(e) => {
+            tracing::warn!(
+                "cannot run {} to count GPUs ({e}); workers use the CPU",
+                program.display()
+            );
+            0
+        }
+    }
 }
 
 /// The devices `n` workers are pinned to: the configured list, every GPU when the run's device
-/// asks for CUDA and GPUs exist, or the CPU.
-pub fn worker_devices(s: &ExecutorSettings, run_device: &str, n: usize) -> Vec<String> {
+/// asks for CUDA and GPUs exist (`gpus` counts them, asked only then), or the CPU.
+pub fn worker_devices(
+    s: &ExecutorSettings,
+    run_device: &str,
+    n: usize,
+    gpus: &dyn Fn() -> usize,
+) -> Vec<String> {
     let list: Vec<String> = if !s.devices.is_empty() {
         s.devices.clone()
     } else {
-        let gpus = if run_device == "cpu" {
-            0
-        } else {
-            tch::Cuda::device_count().max(0) as usize
-        };
+        let gpus = if run_device == "cpu" { 0 } else { gpus() };
         if gpus > 0 {
             (0..gpus).map(|i| format!("cuda:{i}")).collect()
         } else {
@@ -119,7 +148,21 @@ impl Local {
         std::fs::create_dir_all(logs)
             .map_err(|e| ExecError::Other(format!("cannot create {}: {e}", logs.display())))?;
         let threads = worker_threads(s.threads, n);
-        let slots = worker_devices(s, run_device, n)
+        let gpus = std::cell::OnceCell::new();
+        let gpus = || *gpus.get_or_init(|| count_gpus(&program));
+        if let (true, Ok(crate::train::DeviceChoice::Cuda(i))) =
+            (s.devices.is_empty(), run_device.parse())
+        {
+            let count = gpus();
+            if i >= count {
+                return Err(ExecError::Other(if count == 0 {
+                    format!("device {run_device} asked for, but CUDA is not available on this machine (torch sees no GPU); use device = \"cpu\" or \"auto\"")
+                } else {
+                    format!("device cuda:{i} asked for, but only {count} CUDA device(s) exist")
+                }));
+            }
+        }
+        let slots = worker_devices(s, run_device, n, &gpus)
             .into_iter()
             .map(|device| Slot {
                 device,
@@ -400,21 +443,19 @@ mod tests {
             devices: vec!["cuda:0".into(), "cuda:1".into()],
             ..Default::default()
         };
+        let never = || -> usize { panic!("the GPUs are counted only when needed") };
         assert_eq!(
-            worker_devices(&s, "cuda", 3),
+            worker_devices(&s, "cuda", 3, &never),
             vec!["cuda:0", "cuda:1", "cuda:0"]
         );
         s.devices.clear();
-        assert_eq!(worker_devices(&s, "cpu", 2), vec!["cpu", "cpu"]);
-        let gpus = tch::Cuda::device_count() as usize;
-        let auto = worker_devices(&s, "auto", 4);
-        if gpus == 0 {
-            assert_eq!(auto, vec!["cpu"; 4]);
-        } else {
-            // GPU machines: every GPU in turn.
-            assert_eq!(auto[0], "cuda:0");
-            assert_eq!(auto[1], format!("cuda:{}", 1 % gpus));
-        }
+        assert_eq!(worker_devices(&s, "cpu", 2, &never), vec!["cpu", "cpu"]);
+        assert_eq!(worker_devices(&s, "auto", 4, &|| 0), vec!["cpu"; 4]);
+        // GPU machines: every GPU in turn.
+        assert_eq!(
+            worker_devices(&s, "auto", 3, &|| 2),
+            vec!["cuda:0", "cuda:1", "cuda:0"]
+        );
         assert_eq!(worker_threads(3, 8), 3);
         let cores = std::thread::available_parallelism().unwrap().get();
         assert_eq!(worker_threads(0, 1), cores);

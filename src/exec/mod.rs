@@ -5,7 +5,7 @@
 //! A job is data, [`JobSpec`]: the space's grammar, the candidate's text, the task (by name;
 //! synthetic tasks are regenerated from their seed, file-backed tasks name paths the worker can
 //! read), the resolved recipe, the seed, the device and the successive-halving thresholds. A
-//! worker ([`worker`]) validates the candidate again, trains it, and prints
+//! worker (`archsmith-torch worker`, the training crate's `worker` module) validates the candidate again, trains it, and prints
 //! `archsmith:epoch {..}` lines and, last, one `archsmith:result {..}` line.
 //!
 //! The same job gives the same result wherever it runs (on the CPU, for a given seed and
@@ -16,12 +16,10 @@ pub mod fake;
 pub mod inline;
 pub mod local;
 pub mod ray;
-pub mod worker;
 
-use crate::run::Evaluation;
 use crate::space::{Analysis, Limits, Node};
 use crate::train::program::ProgramEval;
-use crate::train::{Epoch, Failure, FailureReason, Recipe};
+use crate::train::{Epoch, Evaluation, Failure, FailureReason, Recipe};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,7 +95,7 @@ impl JobSpec {
 }
 
 /// The score a candidate needs at a rung to be in the top `1 / eta` of `earlier` scores with
-/// its own included (see [`crate::run::runner::promote`], which this is equivalent to): the
+/// its own included (see `promote`, the definition, which the tests check this against): the
 /// `keep`-th best earlier score, where `keep = max(1, (n + 1) / eta)`. `None` when fewer than
 /// `eta` earlier scores exist.
 pub fn rung_threshold(earlier: &[f64], eta: usize) -> Option<f64> {
@@ -108,6 +106,25 @@ pub fn rung_threshold(earlier: &[f64], eta: usize) -> Option<f64> {
     at.sort_by(|a, b| b.partial_cmp(a).unwrap_or(std::cmp::Ordering::Equal));
     let keep = ((at.len() + 1) / eta).max(1);
     Some(at[keep - 1])
+}
+
+/// The definition [`rung_threshold`] implements, kept as the tests' reference: whether a score
+/// at a rung epoch is in the top `1 / eta` of the scores seen there (the
+/// candidate's own included). With fewer than `eta` earlier scores, everything goes on.
+#[cfg(test)]
+pub(crate) fn promote(curves: &[Vec<f64>], epoch: usize, score: f64, eta: usize) -> bool {
+    let mut at: Vec<f64> = curves
+        .iter()
+        .filter_map(|c| c.get(epoch - 1).copied())
+        .filter(|s| s.is_finite())
+        .collect();
+    if at.len() < eta {
+        return true;
+    }
+    at.push(score);
+    at.sort_by(|a, b| b.partial_cmp(a).unwrap_or(std::cmp::Ordering::Equal));
+    let keep = (at.len() / eta).max(1);
+    score >= at[keep - 1]
 }
 
 /// A job handed to an executor: the spec, and the parsed candidate for executors that train in
@@ -163,6 +180,39 @@ pub trait Executor {
     fn next(&mut self, on_epoch: &mut dyn FnMut(u64, &Epoch)) -> Result<Update, ExecError>;
     /// Stops every job in flight (Ctrl-C, a failed run); returns what was stopped, in words.
     fn stop_all(&mut self) -> Vec<String>;
+}
+
+/// The name of the training binary, which links libtorch and runs what trains.
+pub const TORCH_PROGRAM: &str = "archsmith-torch";
+
+/// Where the training binary is: `ARCHSMITH_TORCH_BIN`, else next to this program (or one
+/// folder up, for test binaries in `target/*/deps`), else on the `PATH`.
+pub fn torch_program() -> Result<PathBuf, ExecError> {
+    if let Some(p) = std::env::var_os("ARCHSMITH_TORCH_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok();
+    let beside = exe.iter().flat_map(|e| e.ancestors().skip(1).take(2));
+    for dir in beside {
+        let p = dir.join(TORCH_PROGRAM);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join(TORCH_PROGRAM);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    Err(ExecError::Other(format!(
+        "the training program {TORCH_PROGRAM} is not next to {} nor on the PATH; build it with `cargo build --release` (scripts/setup.sh does) or set ARCHSMITH_TORCH_BIN",
+        exe.as_deref()
+            .map(|e| e.display().to_string())
+            .unwrap_or_else(|| "this program".into())
+    )))
 }
 
 /// A job that failed outside training (its worker could not load what it needed, its
@@ -473,8 +523,16 @@ impl ExecutorSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::runner::promote;
     use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn promotion_keeps_the_top_fraction() {
+        let curves: Vec<Vec<f64>> = [0.1, 0.2, 0.3, 0.4, 0.5].iter().map(|&s| vec![s]).collect();
+        assert!(promote(&curves, 1, 0.6, 3));
+        assert!(promote(&curves, 1, 0.45, 3));
+        assert!(!promote(&curves, 1, 0.35, 3));
+        assert!(promote(&curves[..1], 1, 0.0, 3), "too few to judge");
+    }
 
     #[test]
     fn thresholds_decide_as_promote_does() {

@@ -6,16 +6,14 @@
 //! - [`html`] and [`svg`]: the report as one self-contained HTML file with inline SVG charts.
 //! - [`compare`]: several runs grouped by strategy, mean and standard error of best-so-far,
 //!   improvement over random sampling; HTML and CSV.
-//! - [`export`] and [`pytorch`]: a candidate as a PyTorch module with safetensors weights, as
-//!   JSON, or as tch weights.
+//! - [`pytorch`]: a candidate as the text of a PyTorch module (`model.py`); exporting it with
+//!   its weights is the training crate's (`archsmith_torch::export`).
 
 pub mod compare;
 pub mod data;
-pub mod export;
 pub mod html;
 pub mod pytorch;
 pub mod svg;
 
 pub use compare::{Comparison, Group, RunRow};
 pub use data::{Report, ReportError};
-pub use export::{from_run, ExportError, Exportable, Format};

@@ -440,7 +440,9 @@ impl Settings {
         if let Err(m) = self.strategy.llm_evolution.validate() {
             return bad("strategy.llm_evolution", m);
         }
-        if let Err(e) = crate::train::parse_device(&self.device) {
+        // Whether an asked-for GPU exists is for the training program to say (the workers
+        // resolve the device; see `exec::local`): here, that the name is one.
+        if let Err(e) = self.device.parse::<crate::train::DeviceChoice>() {
             return bad("device", e.to_string());
         }
         if let Some(l) = &self.llm {
@@ -615,7 +617,7 @@ impl Experiment {
         };
         let task = task_from(&t.name, sizes).map_err(|e| invalid("task.name", e))?;
         if let Some(d) = task.lookup() {
-            crate::train::lookup::check_settings(&settings, space.name(), d)
+            check_lookup_settings(&settings, space.name(), d)
                 .map_err(|(field, m)| invalid(field, m))?;
         }
         let recipe =
@@ -627,7 +629,7 @@ impl Experiment {
             (Some(i), Some(c)) => (i, c),
             _ => {
                 let d = task
-                    .load()
+                    .load_raw()
                     .map_err(|e| invalid("task.name", e.to_string()))?;
                 (d.input, d.classes)
             }
@@ -680,6 +682,39 @@ pub fn merge_recipe(base: &Recipe, overrides: &toml::Table) -> Result<Recipe, St
     toml::Value::Table(v)
         .try_into::<Recipe>()
         .map_err(|e| e.to_string().trim_end().to_string())
+}
+
+/// Checks that a run's settings suit a look-up task on `d`, and that its table is installed.
+/// Returns the offending field and why.
+fn check_lookup_settings(
+    s: &Settings,
+    space: &str,
+    d: &crate::train::lookup::Dataset,
+) -> Result<(), (&'static str, String)> {
+    if space != d.space {
+        return Err((
+            "space.name",
+            format!(
+                "task nbgraph:{} looks cells up in a table of space {}, not {space}; set space.name = \"{}\"",
+                d.name, d.space, d.space
+            ),
+        ));
+    }
+    if s.fidelity.successive_halving {
+        return Err((
+            "fidelity.successive_halving",
+            format!("task nbgraph:{} is a look-up with no learning curve to stop early on; successive halving does not apply (set it to false)", d.name),
+        ));
+    }
+    let kind = s.executor.settled(s.parallel);
+    if s.parallel > 1 || !matches!(kind, crate::exec::ExecutorKind::Inline) {
+        return Err((
+            "parallel",
+            format!("task nbgraph:{} is evaluated by look-ups in this process, one at a time; use parallel = 1 and the inline executor (archsmith bench runs many searches in parallel)", d.name),
+        ));
+    }
+    crate::train::lookup::Table::shared(d.name).map_err(|e| ("task.name", e.to_string()))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -18,14 +18,11 @@ pub mod runner;
 
 pub use config::{ConfigError, Experiment, Overrides, Settings, StrategyKind};
 pub use journal::{read_journal, Event, Journal, JournalError, JournalRead};
-pub use runner::{
-    evaluate_with, Evaluation, Evaluator, FakeEvaluator, NoProgress, Outcome, Progress, Recovered,
-    RunError, Runner, Sources, Status, TchEvaluator,
-};
+pub use runner::{NoProgress, Outcome, Progress, Recovered, RunError, Runner, Sources, Status};
 
 pub use lock::{LockError, RunLock};
 
-use crate::exec::inline::Inline;
+use crate::exec::inline::{Evaluator, Inline};
 use crate::exec::{Executor, ExecutorKind};
 use crate::llm::prompt::Prompts;
 use crate::llm::{read_records, LlmClient, LlmRecord, ProviderKind};
@@ -35,7 +32,6 @@ use crate::search::llm::{LlmStrategy, Model};
 use crate::search::llm_evolution::LlmEvolution;
 use crate::search::random::Random;
 use crate::search::{Observation, Strategy};
-use crate::train::TrainOptions;
 use anyhow::{anyhow, bail, Context as _, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -246,8 +242,8 @@ pub fn prepare_replay(dir: &Path) -> Result<Prepared> {
 }
 
 impl Prepared {
-    /// Runs the loop with the executor the settings name: libtorch in this process, local
-    /// worker processes, or Ray jobs.
+    /// Runs the loop with the executor the settings name: local worker processes (one for
+    /// `inline`) or Ray jobs; look-up tasks are evaluated in this process.
     pub fn run(self, progress: Box<dyn Progress + '_>) -> Result<Outcome> {
         let s = &self.exp.settings;
         if let Some(d) = self.exp.task.lookup() {
@@ -255,32 +251,14 @@ impl Prepared {
             let table = crate::train::lookup::Table::shared(d.name)?;
             let mut this = self;
             this.journal.group_commit(LOOKUP_SYNC_EVERY);
-            let evaluator = crate::train::lookup::LookupEvaluator { table };
+            let evaluator = crate::exec::inline::LookupEvaluator { table };
             return this.run_on(Box::new(Inline::new(Box::new(evaluator))), progress);
         }
         let executor: Box<dyn Executor> = match s.executor.settled(s.parallel) {
-            ExecutorKind::Inline | ExecutorKind::Auto => {
-                let data = self.exp.task.load().with_context(|| {
-                    format!("cannot load the data of task {}", self.exp.task.name)
-                })?;
-                let device = crate::train::parse_device(&s.device)?;
-                let opts = TrainOptions {
-                    recipe: self.exp.recipe.clone(),
-                    seed: s.seed,
-                    device,
-                    max_params: self.exp.check.limits.max_params,
-                    test: false,
-                };
-                // Weights of a small candidate are cheap to keep; the best's stay as `best.ot`.
-                Box::new(Inline::new(Box::new(TchEvaluator {
-                    data,
-                    opts,
-                    weights_to: Some(self.dir.join(".last.ot")),
-                    kind: self.exp.space.grammar.kind,
-                    program: crate::exec::worker::program_eval(s.seed),
-                })))
-            }
-            ExecutorKind::Local => Box::new(
+            // Training runs in worker processes of the training binary (`archsmith-torch`), so
+            // that this process never loads libtorch and survives a crash inside it: `inline`
+            // is one worker, a candidate at a time, with the same results.
+            ExecutorKind::Inline | ExecutorKind::Auto | ExecutorKind::Local => Box::new(
                 crate::exec::local::Local::new(
                     &s.executor,
                     &s.device,

@@ -15,194 +15,13 @@ use crate::exec::{rung_threshold, ExecError, Executor, Job, JobSpec, Rung, TaskS
 use crate::llm::LlmClient;
 use crate::search::{Context, History, Observation, Proposal, SearchError, Strategy};
 use crate::space::{parse_one, Analysis, Node};
-use crate::train::{Data, Epoch, Failure, FailureReason, Flow, OnEpoch, TrainOptions};
+use crate::train::{Epoch, Evaluation, Failure, FailureReason};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
-
-/// What training one candidate gave the loop.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Evaluation {
-    pub score: Option<f64>,
-    pub failure: Option<Failure>,
-    pub curve: Vec<Epoch>,
-    pub params: u64,
-    pub flops: u64,
-    pub stopped_early: bool,
-    pub wall_seconds: f64,
-    /// Where the trained weights were saved, if they were.
-    pub weights: Option<PathBuf>,
-    /// A look-up task's record beyond the score (test accuracy, latency): journaled, never
-    /// shown to the strategy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lookup: Option<crate::train::lookup::LookupResult>,
-}
-
-/// Scores a candidate; the loop's one boundary to training.
-pub trait Evaluator {
-    /// Trains `node` (valid, with `analysis`), calling `on_epoch` after each epoch; training
-    /// stops when it returns [`Flow::Stop`].
-    fn evaluate(
-        &mut self,
-        node: &Node,
-        analysis: &Analysis,
-        on_epoch: &mut dyn FnMut(&Epoch) -> Flow,
-    ) -> Evaluation;
-
-    /// Epochs a full evaluation trains.
-    fn epochs(&self) -> usize;
-}
-
-/// Trains with libtorch on the task's data: architectures are compiled and trained; programs
-/// (activation functions, update rules) are scored by training the reference network with them.
-pub struct TchEvaluator {
-    pub data: Data,
-    pub opts: TrainOptions,
-    /// Save each candidate's weights here (the loop keeps the best's as `best.ot`).
-    pub weights_to: Option<PathBuf>,
-    /// What the space's candidates are, which decides how they are scored.
-    pub kind: crate::space::grammar::SpaceKind,
-    /// How programs are scored (reference network, learning-rate grid).
-    pub program: crate::train::program::ProgramEval,
-}
-
-impl Evaluator for TchEvaluator {
-    fn evaluate(
-        &mut self,
-        node: &Node,
-        analysis: &Analysis,
-        on_epoch: &mut dyn FnMut(&Epoch) -> Flow,
-    ) -> Evaluation {
-        evaluate_with(
-            self.kind,
-            node,
-            analysis,
-            &self.data,
-            &self.opts,
-            &self.program,
-            self.weights_to.as_deref(),
-            on_epoch,
-        )
-    }
-
-    fn epochs(&self) -> usize {
-        self.opts.recipe.epochs
-    }
-}
-
-/// Trains one candidate with libtorch: an architecture is compiled and trained (its weights
-/// saved to `weights_to` when given); a program is scored by training the reference network
-/// with it over its learning-rate grid.
-#[allow(clippy::too_many_arguments)]
-pub fn evaluate_with(
-    kind: crate::space::grammar::SpaceKind,
-    node: &Node,
-    analysis: &Analysis,
-    data: &Data,
-    opts: &TrainOptions,
-    program: &crate::train::program::ProgramEval,
-    weights_to: Option<&Path>,
-    on_epoch: &mut dyn FnMut(&Epoch) -> Flow,
-) -> Evaluation {
-    use crate::space::grammar::SpaceKind;
-    use crate::train::program as p;
-    let (r, saves) = match kind {
-        SpaceKind::Network => (
-            crate::train::train_saving(
-                node,
-                analysis,
-                data,
-                opts,
-                &mut OnEpoch(|e: &Epoch| on_epoch(e)),
-                weights_to,
-            ),
-            true,
-        ),
-        // A program's score is the best over its learning-rate grid; the grid's trainings
-        // report no per-epoch hook, so successive halving does not apply to programs.
-        SpaceKind::Activation => (
-            p::evaluate_activation(node, data, &opts.recipe, program, opts.device),
-            false,
-        ),
-        SpaceKind::Optimizer => (
-            p::evaluate_optimizer(node, data, &opts.recipe, program, opts.device),
-            false,
-        ),
-    };
-    let weights = weights_to
-        .map(Path::to_path_buf)
-        .filter(|p| saves && r.failure.is_none() && p.is_file());
-    Evaluation {
-        score: r.score.filter(|_| r.failure.is_none()),
-        failure: r.failure,
-        curve: r.curve,
-        params: r.params,
-        flops: r.flops,
-        stopped_early: r.stopped_early,
-        wall_seconds: r.wall_seconds,
-        weights,
-        lookup: None,
-    }
-}
-
-/// A fake evaluator for tests and benchmarks: a deterministic score from the candidate's
-/// size and shape, no training.
-#[derive(Debug, Default)]
-pub struct FakeEvaluator {
-    pub epochs: usize,
-}
-
-impl Evaluator for FakeEvaluator {
-    fn evaluate(
-        &mut self,
-        node: &Node,
-        analysis: &Analysis,
-        on_epoch: &mut dyn FnMut(&Epoch) -> Flow,
-    ) -> Evaluation {
-        let h = u64::from_str_radix(&node.hash_hex()[..8], 16).unwrap_or(0);
-        let noise = (h % 1000) as f64 / 10_000.0;
-        let size = (analysis.total_params() as f64 + 1.0).log10() / 8.0;
-        let target = (0.3 + 0.5 * size.min(1.0) + noise).min(1.0);
-        let mut curve = Vec::new();
-        let mut stopped = false;
-        let epochs = self.epochs.max(1);
-        for e in 1..=epochs {
-            let s = target * e as f64 / epochs as f64;
-            let ep = Epoch {
-                epoch: e,
-                steps: e as u64,
-                train_loss: 1.0 - s,
-                valid_loss: 1.0 - s,
-                valid_score: s,
-                lr: 0.0,
-                seconds: 0.0,
-            };
-            curve.push(ep.clone());
-            if on_epoch(&ep) == Flow::Stop {
-                stopped = e < epochs;
-                break;
-            }
-        }
-        Evaluation {
-            score: curve.last().map(|e| e.valid_score),
-            failure: None,
-            curve,
-            params: analysis.total_params(),
-            flops: analysis.flops,
-            stopped_early: stopped,
-            wall_seconds: 0.0,
-            weights: None,
-            lookup: None,
-        }
-    }
-
-    fn epochs(&self) -> usize {
-        self.epochs.max(1)
-    }
-}
 
 /// A candidate proposed, valid and new, waiting for training.
 #[derive(Clone, Debug)]
@@ -1125,7 +944,7 @@ impl<'a> Runner<'a> {
             recipe: exp.recipe.clone(),
             seed: exp.settings.seed,
             device: exp.settings.device.clone(),
-            program: crate::exec::worker::program_eval(exp.settings.seed),
+            program: crate::train::program::program_eval(exp.settings.seed),
             rungs,
             weights_to: None,
         }
@@ -1322,23 +1141,6 @@ fn absolute_task(name: &str, synthetic: bool) -> String {
     }
 }
 
-/// Whether a score at a rung epoch is in the top `1 / eta` of the scores seen there (the
-/// candidate's own included). With fewer than `eta` earlier scores, everything goes on.
-pub fn promote(curves: &[Vec<f64>], epoch: usize, score: f64, eta: usize) -> bool {
-    let mut at: Vec<f64> = curves
-        .iter()
-        .filter_map(|c| c.get(epoch - 1).copied())
-        .filter(|s| s.is_finite())
-        .collect();
-    if at.len() < eta {
-        return true;
-    }
-    at.push(score);
-    at.sort_by(|a, b| b.partial_cmp(a).unwrap_or(std::cmp::Ordering::Equal));
-    let keep = (at.len() / eta).max(1);
-    score >= at[keep - 1]
-}
-
 /// Writes `best.arch` and `best.json` atomically (a temporary file, then a rename).
 pub fn write_best(dir: &Path, b: &Observation) -> Result<(), String> {
     let arch = format!(
@@ -1395,9 +1197,9 @@ mod tests {
             "t".into(),
             Journal::create(&dir.join("journal.jsonl")).unwrap(),
             strategy,
-            Box::new(crate::exec::inline::Inline::new(Box::new(FakeEvaluator {
-                epochs: 2,
-            }))),
+            Box::new(crate::exec::inline::Inline::new(Box::new(
+                crate::exec::fake::FakeEvaluator { epochs: 2 },
+            ))),
             None,
             Recovered {
                 history: History::new(true),
@@ -1647,14 +1449,5 @@ mod tests {
         );
         assert_eq!(absolute_task("npy:/srv/x", false), "npy:/srv/x");
         assert_eq!(absolute_task("textures", true), "textures");
-    }
-
-    #[test]
-    fn promotion_keeps_the_top_fraction() {
-        let curves: Vec<Vec<f64>> = [0.1, 0.2, 0.3, 0.4, 0.5].iter().map(|&s| vec![s]).collect();
-        assert!(promote(&curves, 1, 0.6, 3));
-        assert!(promote(&curves, 1, 0.45, 3));
-        assert!(!promote(&curves, 1, 0.35, 3));
-        assert!(promote(&curves[..1], 1, 0.0, 3), "too few to judge");
     }
 }

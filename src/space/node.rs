@@ -223,7 +223,7 @@ pub static FORMS: &[FormSpec] = &[
     expr_form!(Add, "add", 2, "add(a, b) = a + b; a tensor if either part is"),
     expr_form!(Sub, "sub", 2, "sub(a, b) = a - b"),
     expr_form!(Mul, "mul", 2, "mul(a, b) = a * b"),
-    expr_form!(Div, "div", 2, "div(a, b) = a / b with a safe denominator: b is replaced by 1e-6 (keeping its sign) where |b| < 1e-6"),
+    expr_form!(Div, "div", 2, "div(a, b) = a / b with a safe denominator: b is replaced by 1e-12 (keeping its sign) where |b| < 1e-12"),
     expr_form!(Max, "max", 2, "max(a, b), elementwise; max(x, 0) is ReLU"),
     expr_form!(Min, "min", 2, "min(a, b), elementwise"),
     expr_form!(Pow, "pow", 2, "pow(a, b) = a^b for scalars only (e.g. pow(beta1, t)); for tensors use square or sqrt"),

@@ -1,56 +1,49 @@
-//! Datasets: three splits of examples held as tensors, loaded once. Loaders for the Unseen NAS
+//! Datasets as plain vectors: three splits of examples, loaded once. Loaders for the Unseen NAS
 //! NumPy layout, MNIST-style IDX files (raw or gzipped) and the CIFAR binary batches; every
-//! failure names the file and what is wrong with it.
+//! failure names the file and what is wrong with it. The training crate (`archsmith-torch`)
+//! turns a [`Data`] into tensors.
 
 use super::npy;
 use crate::space::Shape;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use tch::{Device, Kind, Tensor};
 
-/// One split: `x` float32 [N, ...input], `y` int64 [N].
-#[derive(Debug)]
+/// One split: `x` float32 [N, ...input] flattened in row-major order, `y` int64 [N].
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Split {
-    pub x: Tensor,
-    pub y: Tensor,
+    pub x: Vec<f32>,
+    pub y: Vec<i64>,
 }
 
 impl Split {
     /// A split from flat values; `input` is the shape of one example.
     pub fn from_vecs(x: &[f32], y: &[i64], input: Shape) -> Split {
-        let mut dims = vec![y.len() as i64];
-        dims.extend(input.dims().iter().map(|&d| d as i64));
+        debug_assert_eq!(x.len() as u64, y.len() as u64 * input.numel());
         Split {
-            x: Tensor::from_slice(x).view(dims.as_slice()),
-            y: Tensor::from_slice(y),
+            x: x.to_vec(),
+            y: y.to_vec(),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.y.size()[0] as usize
+        self.y.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    pub fn to_device(&self, d: Device) -> Split {
+    /// Examples `start .. start + len`; `per` is the number of values of one example.
+    fn narrow(&self, start: usize, len: usize, per: usize) -> Split {
         Split {
-            x: self.x.to_device(d),
-            y: self.y.to_device(d),
-        }
-    }
-
-    fn narrow(&self, start: usize, len: usize) -> Split {
-        Split {
-            x: self.x.narrow(0, start as i64, len as i64),
-            y: self.y.narrow(0, start as i64, len as i64),
+            x: self.x[start * per..(start + len) * per].to_vec(),
+            y: self.y[start..start + len].to_vec(),
         }
     }
 }
 
 /// A dataset ready for training: examples of shape `input`, labels in `0..classes`.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Data {
     pub name: String,
     pub input: Shape,
@@ -130,57 +123,17 @@ fn check_labels(path: &Path, y: &[i64], classes: u64) -> Result<(), DataError> {
 }
 
 impl Data {
-    /// Normalises every split with the per-channel mean and standard deviation of the training
-    /// split (channels: dimension 1 of images, the last dimension of sequences and vectors).
-    pub fn normalise(&mut self) {
-        let r = self.train.x.dim() as i64;
-        let (dims, view): (Vec<i64>, Vec<i64>) = match self.input.rank() {
-            3 => (vec![0, 2, 3], vec![1, -1, 1, 1]),
-            _ => ((0..r - 1).collect(), {
-                let mut v = vec![1; r as usize];
-                v[r as usize - 1] = -1;
-                v
-            }),
-        };
-        let x = &self.train.x;
-        let mean = x.mean_dim(dims.as_slice(), true, Kind::Float);
-        let std = x
-            .std_dim(dims.as_slice(), false, true)
-            .clamp_min(1e-6)
-            .view(view.as_slice());
-        let mean = mean.view(view.as_slice());
-        for s in [&mut self.train, &mut self.valid, &mut self.test] {
-            s.x = (&s.x - &mean) / &std;
-        }
-    }
-
-    /// The same data with every example flattened to a vector (for MLP spaces on images).
-    pub fn flattened(&self) -> Data {
-        let n = self.input.numel();
-        let f = |s: &Split| Split {
-            x: s.x.reshape([-1, n as i64]),
-            y: s.y.shallow_clone(),
-        };
-        Data {
-            name: format!("{} (flattened)", self.name),
-            input: Shape::vec(n),
-            classes: self.classes,
-            train: f(&self.train),
-            valid: f(&self.valid),
-            test: f(&self.test),
-        }
-    }
-
     /// Splits the last tenth of a training set off as the validation split.
     fn hold_out(name: String, input: Shape, classes: u64, all: Split, test: Split) -> Data {
         let n = all.len();
         let v = (n / 10).max(1).min(n.saturating_sub(1));
+        let per = input.numel() as usize;
         Data {
             name,
             input,
             classes,
-            train: all.narrow(0, n - v),
-            valid: all.narrow(n - v, v),
+            train: all.narrow(0, n - v, per),
+            valid: all.narrow(n - v, v, per),
             test,
         }
     }

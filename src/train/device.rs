@@ -1,6 +1,5 @@
-//! `--device auto|cpu|cuda|cuda:N`, parsed into a `tch::Device`.
-
-use tch::{Cuda, Device};
+//! `--device auto|cpu|cuda|cuda:N`, parsed into a [`DeviceChoice`]; the training crate
+//! resolves it to a libtorch device, checking that an asked-for GPU exists.
 
 /// A device as the user named it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -50,42 +49,6 @@ impl std::fmt::Display for DeviceChoice {
     }
 }
 
-impl DeviceChoice {
-    /// The tch device, checking that an asked-for GPU exists.
-    pub fn resolve(self) -> Result<Device, DeviceError> {
-        match self {
-            DeviceChoice::Auto => Ok(Device::cuda_if_available()),
-            DeviceChoice::Cpu => Ok(Device::Cpu),
-            DeviceChoice::Cuda(i) => {
-                if !Cuda::is_available() {
-                    return Err(DeviceError::NoCuda {
-                        asked: self.to_string(),
-                    });
-                }
-                let count = Cuda::device_count() as usize;
-                if i >= count {
-                    return Err(DeviceError::NoSuchGpu { index: i, count });
-                }
-                Ok(Device::Cuda(i))
-            }
-        }
-    }
-}
-
-/// Parses and resolves a device name in one go.
-pub fn parse_device(s: &str) -> Result<Device, DeviceError> {
-    s.parse::<DeviceChoice>()?.resolve()
-}
-
-/// A device's name as results print it: `cpu` or `cuda:N`.
-pub fn device_name(d: Device) -> String {
-    match d {
-        Device::Cpu => "cpu".into(),
-        Device::Cuda(i) => format!("cuda:{i}"),
-        other => format!("{other:?}").to_lowercase(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,18 +61,5 @@ mod tests {
         assert_eq!("cuda:3".parse(), Ok(DeviceChoice::Cuda(3)));
         assert!("cuda:x".parse::<DeviceChoice>().is_err());
         assert!("tpu".parse::<DeviceChoice>().is_err());
-        assert_eq!(parse_device("cpu"), Ok(Device::Cpu));
-    }
-
-    #[test]
-    fn cuda_without_a_gpu_is_a_clear_error() {
-        if Cuda::is_available() {
-            eprintln!("skipped: a GPU is present, so cuda resolves");
-            assert!(parse_device("cuda").is_ok());
-            return;
-        }
-        let e = parse_device("cuda:0").unwrap_err();
-        assert!(e.to_string().contains("CUDA is not available"), "{e}");
-        assert_eq!(parse_device("auto"), Ok(Device::Cpu));
     }
 }

@@ -10,13 +10,10 @@
 //!
 //! A look-up gives the strategy the validation accuracy as the score. The test accuracy,
 //! latency and parameters go to the journal ([`LookupResult`]) and to `archsmith bench`, never
-//! to a strategy or a model: [`crate::search::Observation`] has no field for them.
+//! to a strategy or a model: the search's `Observation` has no field for them.
 
-use super::trainer::{Epoch, Failure, FailureReason};
-use crate::run::{Evaluation, Evaluator};
 use crate::space::gnn::{self, Gnn, NODES};
-use crate::space::{Analysis, Form, Node, Op, Shape};
-use crate::train::Flow;
+use crate::space::{Form, Node, Op, Shape};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -328,104 +325,6 @@ pub fn write_table(path: &Path, dataset: &str, rows: &[(u64, Entry)]) -> std::io
         rows.len()
     );
     std::fs::write(path, header + &body)
-}
-
-/// Checks that a run's settings suit a look-up task on `d`, and that its table is installed.
-/// Returns the offending field and why.
-pub fn check_settings(
-    s: &crate::run::Settings,
-    space: &str,
-    d: &Dataset,
-) -> Result<(), (&'static str, String)> {
-    if space != d.space {
-        return Err((
-            "space.name",
-            format!(
-                "task nbgraph:{} looks cells up in a table of space {}, not {space}; set space.name = \"{}\"",
-                d.name, d.space, d.space
-            ),
-        ));
-    }
-    if s.fidelity.successive_halving {
-        return Err((
-            "fidelity.successive_halving",
-            format!("task nbgraph:{} is a look-up with no learning curve to stop early on; successive halving does not apply (set it to false)", d.name),
-        ));
-    }
-    let kind = s.executor.settled(s.parallel);
-    if s.parallel > 1 || !matches!(kind, crate::exec::ExecutorKind::Inline) {
-        return Err((
-            "parallel",
-            format!("task nbgraph:{} is evaluated by look-ups in this process, one at a time; use parallel = 1 and the inline executor (archsmith bench runs many searches in parallel)", d.name),
-        ));
-    }
-    Table::shared(d.name).map_err(|e| ("task.name", e.to_string()))?;
-    Ok(())
-}
-
-/// Evaluates by looking the candidate up: no training.
-pub struct LookupEvaluator {
-    pub table: Arc<Table>,
-}
-
-impl Evaluator for LookupEvaluator {
-    fn evaluate(
-        &mut self,
-        node: &Node,
-        _analysis: &Analysis,
-        on_epoch: &mut dyn FnMut(&Epoch) -> Flow,
-    ) -> Evaluation {
-        let Some((key, e)) = self.table.get(node) else {
-            return Evaluation {
-                score: None,
-                failure: Some(Failure {
-                    reason: FailureReason::Runtime,
-                    message: format!(
-                        "{node} is not in the NAS-Bench-Graph table of {} (key {})",
-                        self.table.dataset,
-                        cell_key(node).map_or("none".into(), |k| k.to_string())
-                    ),
-                }),
-                curve: Vec::new(),
-                params: 0,
-                flops: 0,
-                stopped_early: false,
-                wall_seconds: 0.0,
-                weights: None,
-                lookup: None,
-            };
-        };
-        let epoch = Epoch {
-            epoch: 1,
-            steps: 0,
-            train_loss: 0.0,
-            valid_loss: 0.0,
-            valid_score: e.valid,
-            lr: 0.0,
-            seconds: 0.0,
-        };
-        let _ = on_epoch(&epoch);
-        Evaluation {
-            score: Some(e.valid),
-            failure: None,
-            curve: vec![epoch],
-            params: (e.params_m * 1e6).round() as u64,
-            flops: 0,
-            stopped_early: false,
-            wall_seconds: 0.0,
-            weights: None,
-            lookup: Some(LookupResult {
-                key,
-                test: e.test,
-                latency_seconds: e.latency,
-                params_millions: e.params_m,
-            }),
-        }
-    }
-
-    fn epochs(&self) -> usize {
-        1
-    }
 }
 
 #[cfg(test)]

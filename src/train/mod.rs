@@ -1,34 +1,32 @@
-//! Training candidates with libtorch (tch): compile a validated candidate to a network,
-//! load or generate a task's data, train it with a recipe and report a score.
+//! Tasks and training as data: what a task is and where its examples come from, recipes,
+//! and what training a candidate gives. Nothing here touches libtorch: compiling candidates
+//! and training them is the training crate's (`archsmith-torch`), which the search driver
+//! runs in worker processes, so that commands which do not train start at once and a crash
+//! in libtorch cannot take a search down.
 //!
-//! `train` sees a validated candidate, never the model or the history: the caller validates
-//! (`Space::check`) and passes the `Analysis`, whose counts the compiled network matches.
-//!
-//! - [`compile`]: the candidate tree as a tree of boxed tch layers, plus the head.
-//! - [`task`], [`data`], [`synth`], [`npy`]: tasks, datasets, loaders and synthetic data.
+//! - [`task`], [`data`], [`synth`], [`npy`]: tasks, datasets as plain vectors, loaders and
+//!   synthetic data.
 //! - [`recipe`]: optimiser, schedule, regularisation and budgets.
-//! - [`trainer`]: the loop, the result, failures as values, the early-stopping hook.
+//! - [`outcome`]: the learning curve, results and failures as values, the early-stopping hook.
 //! - [`device`]: parsing `auto`, `cpu`, `cuda` and `cuda:N`.
-//! - [`program`]: activation functions and update rules compiled to tch operations, and
-//!   their evaluation on a reference network.
+//! - [`program`]: how programs (activation functions, update rules) are scored, and the
+//!   constants of their semantics.
+//! - [`lookup`]: tabular benchmarks, where an evaluation is a look-up.
 
-pub mod compile;
 pub mod data;
 pub mod device;
 pub mod lookup;
 pub mod npy;
+pub mod outcome;
 pub mod program;
 pub mod recipe;
 pub mod synth;
 pub mod task;
-pub mod trainer;
 
-pub use compile::{compile, CompileError, Network};
 pub use data::{Data, DataError, Split};
-pub use device::{parse_device, DeviceChoice, DeviceError};
+pub use device::{DeviceChoice, DeviceError};
+pub use outcome::{
+    Epoch, Evaluation, Failure, FailureReason, Flow, Observer, OnEpoch, Quiet, TrainResult,
+};
 pub use recipe::{Optimizer, Precision, Recipe};
 pub use task::{Metric, Task, TaskError};
-pub use trainer::{
-    train, train_saving, Epoch, Failure, FailureReason, Flow, Observer, OnEpoch, Quiet,
-    TrainOptions, TrainResult,
-};

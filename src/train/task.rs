@@ -249,9 +249,10 @@ impl Task {
         })
     }
 
-    /// Loads (or generates) the data and normalises it with the training split's statistics.
-    pub fn load(&self) -> Result<Data, DataError> {
-        let mut d = match &self.source {
+    /// Loads (or generates) the data as plain vectors, not normalised (the training crate
+    /// normalises it with the training split's statistics when it makes tensors of it).
+    pub fn load_raw(&self) -> Result<Data, DataError> {
+        let d = match &self.source {
             Source::Synthetic { synth, sizes, seed } => synth.data(&self.name, *sizes, *seed),
             Source::Npy { dir } => data::load_npy_dir(dir, self.classes)?,
             Source::Idx { dir } => data::load_idx(dir, &self.name)?,
@@ -265,7 +266,6 @@ impl Task {
                 })
             }
         };
-        d.normalise();
         Ok(d)
     }
 

@@ -3,10 +3,11 @@
 //! a short evaluation of each kind runs on the CPU, diverging programs failing with a reason.
 
 use archsmith::space::{parse_one, Node, Space};
-use archsmith::train::program::{
+use archsmith::train::{FailureReason, Recipe, Task};
+use archsmith_torch::program::{
     evaluate_activation, evaluate_optimizer, Activation, Hyper, ProgramEval, ProgramOptimizer, Rule,
 };
-use archsmith::train::{FailureReason, Recipe, Task};
+use archsmith_torch::TaskData;
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Reduction, Tensor};
 
@@ -243,7 +244,7 @@ fn activation_seeds_match_the_library_functions() {
     act_matches("tanh", |x| x.tanh());
 }
 
-fn tiny() -> (archsmith::train::Data, Recipe) {
+fn tiny() -> (archsmith_torch::Data, Recipe) {
     let task = Task::resolve("teacher").unwrap().with_sizes(512, 256, 0);
     let data = task.load().unwrap();
     let recipe = Recipe {

@@ -11,10 +11,10 @@
 //! precision (bf16 inputs), weights are cast to the input's kind at use and normalisations run
 //! in float32: the master weights stay float32.
 
-use crate::space::check::{NB201_C, NB201_N};
-use crate::space::fuse;
-use crate::space::ops::{Ctx, Op};
-use crate::space::{Form, Mode, Node, Shape};
+use archsmith::space::check::{NB201_C, NB201_N};
+use archsmith::space::fuse;
+use archsmith::space::ops::{Ctx, Op};
+use archsmith::space::{Form, Mode, Node, Shape};
 use std::sync::Mutex;
 use tch::nn::{self, Init};
 use tch::{Kind, TchError, Tensor};
@@ -153,7 +153,7 @@ fn torch_err(node: impl ToString, source: TchError) -> CompileError {
 
 fn shape_err(node: &Node, message: String) -> CompileError {
     CompileError::Shape {
-        node: crate::space::node::abbreviate(&node.to_string(), 80),
+        node: archsmith::space::node::abbreviate(&node.to_string(), 80),
         message,
     }
 }

@@ -3,7 +3,7 @@
 //! ratio; `cargo bench --bench program_step`.
 
 use archsmith::space::Space;
-use archsmith::train::program::{Hyper, ProgramOptimizer, Rule};
+use archsmith_torch::program::{Hyper, ProgramOptimizer, Rule};
 use std::time::Instant;
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Reduction, Tensor};

@@ -14,8 +14,8 @@
 //! unfused on 100 sampled candidates, and compile time.
 
 use archsmith::space::{fuse, CheckOptions, Limits, Node, Shape, Space};
-use archsmith::train::compile::{compile, compile_with, CompileOptions};
-use archsmith::train::device::device_name;
+use archsmith_torch::compile::{compile, compile_with, CompileOptions};
+use archsmith_torch::device::device_name;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;

@@ -2,7 +2,7 @@
 //! backbone's output shape, over sampled candidates of every shipped space and every seed.
 
 use archsmith::space::{Analysis, CheckOptions, Limits, Node, Shape, Space};
-use archsmith::train::compile::{compile, count_params};
+use archsmith_torch::compile::{compile, count_params};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::{nn, Device, Kind, Tensor};

@@ -3,15 +3,17 @@
 //! time) are results with a reason, never panics; an observer sees every epoch and may stop
 //! training early (for successive halving).
 
-use super::compile::{compile_with, count_params, CompileOptions, Network};
-use super::data::{Data, Split};
-use super::device::device_name;
-use super::recipe::{Optimizer, Precision, Recipe};
-use crate::space::{Analysis, Node};
+use crate::compile::{compile_with, count_params, CompileOptions, Network};
+use crate::data::{Data, Split};
+use crate::device::device_name;
+use archsmith::space::{Analysis, Node};
+use archsmith::train::recipe::{Optimizer, Precision, Recipe};
+pub use archsmith::train::{
+    Epoch, Failure, FailureReason, Flow, Observer, OnEpoch, Quiet, TrainResult,
+};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 use tch::nn::{self, OptimizerConfig};
@@ -36,108 +38,9 @@ impl Default for TrainOptions {
             recipe: Recipe::default(),
             seed: 0,
             device: Device::Cpu,
-            max_params: crate::space::Limits::default().max_params,
+            max_params: archsmith::space::Limits::default().max_params,
             test: false,
         }
-    }
-}
-
-/// Why training did not finish normally.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureReason {
-    /// The loss became NaN or infinite.
-    NonFinite,
-    /// More parameters than allowed (checked before training).
-    ParamLimit,
-    /// The estimated training memory exceeds the limit (checked before training).
-    MemoryLimit,
-    /// The device ran out of memory.
-    OutOfMemory,
-    /// The wall-clock limit was reached; the curve so far is kept.
-    TimeLimit,
-    /// The candidate could not be compiled (it was not validated for this input).
-    Compile,
-    /// Any other error reported by torch.
-    Runtime,
-    /// The job failed outside training: its worker could not load what it needed, or its
-    /// process died, was lost or timed out on every attempt.
-    Worker,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Failure {
-    pub reason: FailureReason,
-    pub message: String,
-}
-
-/// One epoch of the learning curve.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Epoch {
-    /// 1-based.
-    pub epoch: usize,
-    /// Optimiser steps so far.
-    pub steps: u64,
-    pub train_loss: f64,
-    pub valid_loss: f64,
-    pub valid_score: f64,
-    pub lr: f64,
-    pub seconds: f64,
-}
-
-/// What training one candidate produced.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainResult {
-    pub candidate: String,
-    pub hash: String,
-    pub task: String,
-    pub metric: String,
-    /// Validation score of the last epoch trained; `None` when no epoch finished.
-    pub score: Option<f64>,
-    pub test_score: Option<f64>,
-    pub curve: Vec<Epoch>,
-    pub params: u64,
-    pub flops: u64,
-    pub steps: u64,
-    pub wall_seconds: f64,
-    pub steps_per_second: f64,
-    pub device: String,
-    pub seed: u64,
-    pub stopped_early: bool,
-    pub failure: Option<Failure>,
-    pub recipe: Recipe,
-}
-
-impl TrainResult {
-    pub fn ok(&self) -> bool {
-        self.failure.is_none()
-    }
-}
-
-/// Whether to go on after an epoch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Flow {
-    Continue,
-    Stop,
-}
-
-/// Watches training: every step (for progress bars) and every epoch (to stop early).
-pub trait Observer {
-    fn step(&mut self, _step: u64, _total: u64, _loss: f64) {}
-    fn epoch(&mut self, _epoch: &Epoch) -> Flow {
-        Flow::Continue
-    }
-}
-
-/// Observes nothing.
-pub struct Quiet;
-impl Observer for Quiet {}
-
-/// An observer from an epoch callback.
-pub struct OnEpoch<F>(pub F);
-impl<F: FnMut(&Epoch) -> Flow> Observer for OnEpoch<F> {
-    fn epoch(&mut self, e: &Epoch) -> Flow {
-        (self.0)(e)
     }
 }
 
@@ -208,7 +111,8 @@ pub fn train_saving(
 ) -> TrainResult {
     let start = Instant::now();
     let r = &opts.recipe;
-    let params = analysis.params + crate::space::check::head_params(analysis.output, data.classes);
+    let params =
+        analysis.params + archsmith::space::check::head_params(analysis.output, data.classes);
     let mut res = TrainResult {
         candidate: node.to_string(),
         hash: node.hash_hex(),
@@ -295,13 +199,13 @@ fn run(
     let dev = opts.device;
     let vs = nn::VarStore::new(dev);
     let copts = CompileOptions {
-        fuse: crate::space::fuse::from_env(r.fuse),
+        fuse: archsmith::space::fuse::from_env(r.fuse),
     };
     let net = compile_with(&vs.root(), node, data.input, data.classes, opts.seed, copts).map_err(
         |e| {
             Stop::Fail(Failure {
                 reason: match &e {
-                    super::compile::CompileError::Torch { source, .. } => classify(source).reason,
+                    crate::compile::CompileError::Torch { source, .. } => classify(source).reason,
                     _ => FailureReason::Compile,
                 },
                 message: e.to_string(),
@@ -334,7 +238,7 @@ fn run(
     let train = data.train.to_device(dev);
     let valid = data.valid.to_device(dev);
     let n = train.len();
-    let super::recipe::Steps {
+    let archsmith::train::recipe::Steps {
         batch,
         per_epoch,
         total,

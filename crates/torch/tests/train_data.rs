@@ -2,11 +2,26 @@
 //! the file and the problem.
 
 use archsmith::space::Shape;
-use archsmith::train::data::{load_cifar, load_idx, load_npy_dir, DataError};
+use archsmith::train::data::{self as raw, DataError};
 use archsmith::train::npy;
 use archsmith::train::Task;
+use archsmith_torch::{Data, TaskData};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+// The loaders read plain vectors (archsmith's core); these tests look at them as the trainer
+// does, as tensors.
+fn load_npy_dir(dir: &Path, classes: Option<u64>) -> Result<Data, DataError> {
+    raw::load_npy_dir(dir, classes).map(|d| Data::from_raw(&d))
+}
+
+fn load_idx(dir: &Path, name: &str) -> Result<Data, DataError> {
+    raw::load_idx(dir, name).map(|d| Data::from_raw(&d))
+}
+
+fn load_cifar(dir: &Path, classes: u64) -> Result<Data, DataError> {
+    raw::load_cifar(dir, classes).map(|d| Data::from_raw(&d))
+}
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("archsmith-data-{}-{name}", std::process::id()));

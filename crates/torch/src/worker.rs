@@ -7,11 +7,12 @@
 //! cannot run (a grammar or task the worker cannot load, a candidate that does not validate)
 //! gives a result with a `worker` failure saying why; retrying it would not help.
 
-use super::{epoch_line, job_failed, result_line, JobSpec, TaskSpec, PROTOCOL};
-use crate::run::{evaluate_with, Evaluation};
-use crate::space::{parse_one, CheckOptions, Space};
-use crate::train::program::ProgramEval;
-use crate::train::{Data, Epoch, Flow, TrainOptions};
+use crate::data::{Data, TaskData};
+use crate::evaluate::evaluate_with;
+use crate::trainer::TrainOptions;
+use archsmith::exec::{epoch_line, job_failed, result_line, JobSpec, TaskSpec, PROTOCOL};
+use archsmith::space::{parse_one, CheckOptions, Space};
+use archsmith::train::{Epoch, Evaluation, Flow};
 use std::io::{BufRead, Write};
 
 /// Runs jobs, keeping the last task's data loaded for the next job.
@@ -83,7 +84,14 @@ impl Worker {
     fn prepare(
         &mut self,
         spec: &JobSpec,
-    ) -> Result<(crate::space::Node, crate::space::Analysis, tch::Device), String> {
+    ) -> Result<
+        (
+            archsmith::space::Node,
+            archsmith::space::Analysis,
+            tch::Device,
+        ),
+        String,
+    > {
         if spec.protocol != PROTOCOL {
             return Err(format!(
                 "the job speaks protocol {}, this worker {} ({}); install the same archsmith on the workers as on the driver",
@@ -100,7 +108,7 @@ impl Worker {
         }
         if self.data.as_ref().map(|(t, _)| t) != Some(&spec.task) {
             self.data = None;
-            let task = crate::run::config::task_from(&spec.task.name, spec.task.sizes)
+            let task = archsmith::run::config::task_from(&spec.task.name, spec.task.sizes)
                 .map_err(|e| format!("task {}: {e}", spec.task.name))?;
             let data = task.load().map_err(|e| {
                 format!(
@@ -138,7 +146,7 @@ impl Worker {
                 d.first().map(|d| d.to_string()).unwrap_or_default()
             )
         })?;
-        let device = crate::train::parse_device(&spec.device)
+        let device = crate::device::parse_device(&spec.device)
             .map_err(|e| format!("device {}: {e}", spec.device))?;
         Ok((node, analysis, device))
     }
@@ -177,12 +185,4 @@ pub fn serve(input: &mut dyn BufRead, out: &mut dyn Write) -> std::io::Result<()
 /// Parses a job given on the command line, naming what is wrong with it.
 pub fn parse_job(text: &str) -> Result<JobSpec, String> {
     serde_json::from_str(text).map_err(|e| format!("the job is not a valid job description: {e}"))
-}
-
-/// The default [`ProgramEval`] of a run with seed `seed`.
-pub fn program_eval(seed: u64) -> ProgramEval {
-    ProgramEval {
-        seed,
-        ..Default::default()
-    }
 }

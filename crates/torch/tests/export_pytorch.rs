@@ -7,9 +7,9 @@
 //! set-up script's venv (~/.cache/archsmith/venv) or python3. Without one the test says so
 //! and passes.
 
-use archsmith::report::{Exportable, Format};
 use archsmith::space::{CheckOptions, Limits, Node, Shape, Space};
-use archsmith::train::compile::{compile_with, CompileOptions};
+use archsmith_torch::compile::{compile_with, CompileOptions};
+use archsmith_torch::export::{Exportable, Format};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
@@ -214,8 +214,15 @@ fn check_in_python(python: &Path, tmp: &Path, folders: &[PathBuf]) {
 fn a_runs_best_exports_with_its_trained_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let runs = tmp.path().join("runs");
-    let bin = env!("CARGO_BIN_EXE_archsmith");
-    let out = Command::new(bin)
+    // The driver binary of the workspace's other package, next to this test's folder.
+    let deps = std::env::current_exe().unwrap();
+    let bin = deps.parent().unwrap().parent().unwrap().join("archsmith");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the workspace (cargo build, or cargo test at its root)",
+        bin.display()
+    );
+    let out = Command::new(&bin)
         .args([
             "run",
             "--space",
@@ -249,7 +256,7 @@ fn a_runs_best_exports_with_its_trained_weights() {
     assert!(dir.join("best.ot").is_file(), "the run kept no weights");
     let case = tmp.path().join("best");
     for format in ["pytorch", "json", "weights"] {
-        let out = Command::new(bin)
+        let out = Command::new(&bin)
             .arg("export")
             .arg(&dir)
             .args(["--format", format, "--out"])
@@ -273,7 +280,7 @@ fn a_runs_best_exports_with_its_trained_weights() {
         std::fs::read(dir.join("best.ot")).unwrap()
     );
     // The same run through report, show --format json and compare.
-    let out = Command::new(bin).arg("report").arg(&dir).output().unwrap();
+    let out = Command::new(&bin).arg("report").arg(&dir).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -281,7 +288,7 @@ fn a_runs_best_exports_with_its_trained_weights() {
     );
     let page = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(page.contains("Score against parameters") && !page.contains("<script"));
-    let out = Command::new(bin)
+    let out = Command::new(&bin)
         .arg("show")
         .arg(&dir)
         .args(["--format", "json"])
@@ -290,7 +297,7 @@ fn a_runs_best_exports_with_its_trained_weights() {
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["run"]["evaluations"], 2);
     let csv = tmp.path().join("runs.csv");
-    let out = Command::new(bin)
+    let out = Command::new(&bin)
         .arg("compare")
         .arg(&runs)
         .arg("--out")
@@ -308,7 +315,7 @@ fn a_runs_best_exports_with_its_trained_weights() {
     assert_eq!(csv.lines().count(), 2, "{csv}");
     assert!(csv.contains(",random,mlp,teacher,0,2,"), "{csv}");
     // The expected logits: the compiled network with the run's trained weights.
-    let item = archsmith::report::from_run(&dir, None).unwrap();
+    let item = archsmith_torch::export::from_run(&dir, None).unwrap();
     assert!(item.weights.is_some());
     let (_vs, net) = item.build().unwrap();
     let mut dims = vec![3i64];

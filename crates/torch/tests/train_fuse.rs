@@ -6,7 +6,7 @@
 //! (a transposed kernel, a wrong scale) however small its effect; float32 is checked too.
 
 use archsmith::space::{fuse, CheckOptions, Limits, Node, Shape, Space};
-use archsmith::train::compile::{compile_with, count_params, CompileOptions, Network};
+use archsmith_torch::compile::{compile_with, count_params, CompileOptions, Network};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -248,7 +248,7 @@ fn weights_trained_either_way_load_either_way() {
 fn channels_last_is_the_same_tensor() {
     // No random draw here: it would shift the generator under the other tests' compilations.
     let x = Tensor::arange(120, (Kind::Float, Device::Cpu)).view([2, 3, 4, 5]);
-    let y = archsmith::train::compile::to_channels_last(&x).unwrap();
+    let y = archsmith_torch::compile::to_channels_last(&x).unwrap();
     assert_eq!(y.size(), x.size());
     assert_eq!(y.stride(), vec![60, 1, 15, 3]);
     assert!(y.equal(&x));

@@ -6,12 +6,12 @@
 //! space, input shape and classes (weights from a tch VarStore file, or a fresh seeded
 //! initialisation of the compiled network).
 
-use super::pytorch::{self, ModuleInfo};
-use crate::run::journal::{Event, ProposalEvent, TrainFinished};
-use crate::run::{read_journal, Experiment, Settings};
-use crate::space::{Node, Shape};
-use crate::train::compile::{compile, Network};
-use crate::train::Recipe;
+use crate::compile::{compile, Network};
+use archsmith::report::pytorch::{self, ModuleInfo};
+use archsmith::run::journal::{Event, ProposalEvent, TrainFinished};
+use archsmith::run::{read_journal, Experiment, Settings};
+use archsmith::space::{Node, Shape};
+use archsmith::train::Recipe;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Kind, Tensor};
@@ -24,7 +24,7 @@ pub enum ExportError {
     #[error(transparent)]
     Codegen(#[from] pytorch::CodegenError),
     #[error(transparent)]
-    Compile(#[from] crate::train::CompileError),
+    Compile(#[from] crate::compile::CompileError),
     #[error("cannot read the weights {path}: {source}")]
     Weights {
         path: PathBuf,
@@ -89,7 +89,7 @@ pub struct Record {
     pub parents: Vec<String>,
     pub plan: Option<String>,
     pub predicted: Option<f64>,
-    pub task: crate::train::Task,
+    pub task: archsmith::train::Task,
     pub recipe: Recipe,
     pub seed: u64,
     /// Whether trained weights were kept for this candidate (`best.ot`).
@@ -298,7 +298,7 @@ pub fn from_run(dir: &Path, which: Option<&str>) -> Result<Exportable, ExportErr
             }
         }
     };
-    let node = crate::space::parse_one(&chosen.candidate)
+    let node = archsmith::space::parse_one(&chosen.candidate)
         .map_err(|e| {
             let why: Vec<String> = e.iter().map(|s| s.message.clone()).collect();
             run_err(format!(

@@ -5,14 +5,12 @@
 use archsmith::space::{Analysis, CheckOptions, Limits, Node, Space};
 use archsmith::train::synth::Synth;
 use archsmith::train::task::{Metric, Source};
-use archsmith::train::{
-    train, Data, FailureReason, Flow, OnEpoch, Optimizer, Quiet, Recipe, Task, TrainOptions,
-    TrainResult,
-};
+use archsmith::train::{FailureReason, Flow, OnEpoch, Optimizer, Quiet, Recipe, Task, TrainResult};
+use archsmith_torch::{train, Data, TaskData, TrainOptions};
 use std::time::Instant;
 
 fn textures(size: u64, n: usize) -> Data {
-    let mut d = Synth::Textures { size }.data("textures", (n, 256, 256), 1);
+    let mut d = Data::from_raw(&Synth::Textures { size }.data("textures", (n, 256, 256), 1));
     d.normalise();
     d
 }
@@ -149,7 +147,7 @@ fn training_is_deterministic_on_the_cpu() {
 }
 
 fn teacher() -> Data {
-    let mut d = Synth::Teacher { dim: 32 }.data("teacher", (256, 64, 64), 3);
+    let mut d = Data::from_raw(&Synth::Teacher { dim: 32 }.data("teacher", (256, 64, 64), 3));
     d.normalise();
     d
 }
