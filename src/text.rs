@@ -89,6 +89,24 @@ pub fn error_chain(e: &anyhow::Error) -> String {
     out
 }
 
+/// Text made safe inside HTML or SVG markup, as element text or a quoted attribute.
+pub fn escape_markup(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A score as every table, report and prompt prints it: four decimals, `-` for none, and a
+/// non-finite value as itself (`NaN`, `inf`).
+pub fn score(s: Option<f64>) -> String {
+    match s {
+        Some(x) if x.is_finite() => format!("{x:.4}"),
+        Some(x) => x.to_string(),
+        None => "-".to_string(),
+    }
+}
+
 /// Reads candidates (or a program) from a file, or from standard input for `-`, as UTF-8.
 pub fn read_input(file: &str) -> anyhow::Result<String> {
     use anyhow::Context;
@@ -114,6 +132,17 @@ pub fn read_input(file: &str) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scores_and_markup_print_one_way() {
+        assert_eq!(score(Some(0.123456)), "0.1235");
+        assert_eq!(score(None), "-");
+        assert_eq!(score(Some(f64::NAN)), "NaN");
+        assert_eq!(
+            escape_markup("<a href=\"x\">&</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;"
+        );
+    }
 
     #[test]
     fn escapes_terminal_controls_and_bidi_overrides() {

@@ -7,6 +7,7 @@ use archsmith::run::{
     Listed, Outcome, Overrides, Prepared, Progress, RunError, RunSummary, Settings, Status,
     StrategyKind,
 };
+use archsmith::text::score as fmt_score;
 use archsmith::text::{clipped, visible, visible_lines};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -308,10 +309,6 @@ fn render_summary(s: &RunSummary, top: usize) -> String {
         }
     }
     t
-}
-
-fn fmt_score(s: Option<f64>) -> String {
-    s.map(|s| format!("{s:.4}")).unwrap_or_else(|| "-".into())
 }
 
 fn check_run_dir(dir: &Path) -> Result<()> {

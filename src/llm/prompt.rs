@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::text::score as fmt_score;
 use minijinja::syntax::SyntaxConfig;
 use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 use serde::{Deserialize, Serialize};
@@ -475,14 +476,6 @@ fn oneline(s: String) -> String {
         .collect::<Vec<_>>()
         .join(" ")
         .replace('|', "\\|")
-}
-
-fn fmt_score(v: Option<f64>) -> String {
-    match v {
-        Some(x) if x.is_finite() => format!("{x:.4}"),
-        Some(x) => x.to_string(),
-        None => "-".to_string(),
-    }
 }
 
 /// 1234 -> `1.2k`, 2_500_000 -> `2.5M`: short enough for a table, exact enough to compare.

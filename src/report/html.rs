@@ -21,16 +21,7 @@ code{font-family:ui-monospace,'SFMono-Regular',Menlo,monospace;font-size:12px;wo
 .plan{color:#444;font-style:italic}.note{color:#666;font-size:13px}
 ";
 
-pub fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-pub fn score(s: Option<f64>) -> String {
-    s.map(|s| format!("{s:.4}")).unwrap_or_else(|| "-".into())
-}
+pub use crate::text::{escape_markup as esc, score};
 
 /// The page around a body.
 pub fn page(title: &str, body: &str) -> String {

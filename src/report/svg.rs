@@ -2,6 +2,7 @@
 //! with ticks, labels and a legend. Hand-written so that a report is one self-contained file
 //! with no fonts, scripts or network; text uses the page's font.
 
+use crate::text::escape_markup as esc;
 use std::fmt::Write as _;
 
 /// A colour-blind-safe palette (Okabe-Ito), for series in order.
@@ -68,13 +69,6 @@ const L: f64 = 62.0;
 const R: f64 = 16.0;
 const T: f64 = 30.0;
 const B: f64 = 46.0;
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
 
 /// Round tick values covering [lo, hi].
 fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
