@@ -5,6 +5,14 @@
 /// Points a surrogate is fitted on at most; the best and the most recent are kept.
 pub const MAX_POINTS: usize = 128;
 
+/// Lengthscales tried, as factors of the square root of the (standardised) dimensions.
+pub const LENGTHSCALES: [f64; 5] = [0.25, 0.5, 1.0, 2.0, 4.0];
+
+/// Noise variances tried, relative to the standardised targets' unit variance: from nearly
+/// interpolating to a tenth of the variance as noise (the scores of a benchmark's top are
+/// often within its noise).
+pub const NOISES: [f64; 3] = [1e-3, 1e-2, 1e-1];
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum GpError {
     #[error("no training points")]
@@ -119,7 +127,8 @@ pub struct Gp {
 }
 
 impl Gp {
-    /// Fits a GP, choosing the lengthscale from a small grid by marginal likelihood.
+    /// Fits a GP, choosing the lengthscale (a factor of sqrt(dimensions)) and the noise from
+    /// [`LENGTHSCALES`] x [`NOISES`] by marginal likelihood.
     pub fn fit(xs: &[Vec<f64>], ys: &[f64]) -> Result<Gp, GpError> {
         if xs.is_empty() || xs.len() != ys.len() {
             return Err(GpError::Empty);
@@ -137,21 +146,33 @@ impl Gp {
             .max(1e-9);
         let yn: Vec<f64> = ys.iter().map(|y| (y - y_mean) / y_std).collect();
         let base = (scaler.dims().max(1) as f64).sqrt();
+        // Squared distances once for the whole grid.
+        let m = zs.len();
+        let mut d2 = vec![0.0; m * m];
+        for i in 0..m {
+            for j in 0..i {
+                let v = sq_dist(&zs[i], &zs[j]);
+                d2[i * m + j] = v;
+                d2[j * m + i] = v;
+            }
+        }
         let mut best: Option<(f64, Gp)> = None;
-        for factor in [0.5, 1.0, 2.0] {
-            let ls = base * factor;
-            let Some((gp, ll)) = Self::fit_with(&scaler, &zs, &yn, ls, 1e-2) else {
-                continue;
-            };
-            if best.as_ref().is_none_or(|(b, _)| ll > *b) {
-                best = Some((
-                    ll,
-                    Gp {
-                        y_mean,
-                        y_std,
-                        ..gp
-                    },
-                ));
+        for factor in LENGTHSCALES {
+            for noise in NOISES {
+                let ls = base * factor;
+                let Some((gp, ll)) = Self::fit_with(&scaler, &zs, &d2, &yn, ls, noise) else {
+                    continue;
+                };
+                if best.as_ref().is_none_or(|(b, _)| ll > *b) {
+                    best = Some((
+                        ll,
+                        Gp {
+                            y_mean,
+                            y_std,
+                            ..gp
+                        },
+                    ));
+                }
             }
         }
         best.map(|(_, g)| g).ok_or(GpError::NotPositiveDefinite)
@@ -160,19 +181,16 @@ impl Gp {
     fn fit_with(
         scaler: &Scaler,
         zs: &[Vec<f64>],
+        d2: &[f64],
         yn: &[f64],
         lengthscale: f64,
         noise: f64,
     ) -> Option<(Gp, f64)> {
         let n = zs.len();
-        let mut k = vec![0.0; n * n];
-        for i in 0..n {
-            for j in 0..=i {
-                let v = (-sq_dist(&zs[i], &zs[j]) / (2.0 * lengthscale * lengthscale)).exp();
-                k[i * n + j] = v;
-                k[j * n + i] = v;
-            }
-        }
+        let k: Vec<f64> = d2
+            .iter()
+            .map(|d| (-d / (2.0 * lengthscale * lengthscale)).exp())
+            .collect();
         let mut jitter = noise;
         let l = loop {
             let mut kk = k.clone();
