@@ -66,10 +66,7 @@ pub fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
     let mut l = vec![0.0; n * n];
     for i in 0..n {
         for j in 0..=i {
-            let mut s = a[i * n + j];
-            for k in 0..j {
-                s -= l[i * n + k] * l[j * n + k];
-            }
+            let s = a[i * n + j] - dot(&l[i * n..i * n + j], &l[j * n..j * n + j]);
             if i == j {
                 if s <= 0.0 || !s.is_finite() {
                     return None;
@@ -87,13 +84,30 @@ pub fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
 fn forward(l: &[f64], n: usize, b: &[f64]) -> Vec<f64> {
     let mut y = vec![0.0; n];
     for i in 0..n {
-        let mut s = b[i];
-        for k in 0..i {
-            s -= l[i * n + k] * y[k];
-        }
+        let s = b[i] - dot(&l[i * n..i * n + i], &y[..i]);
         y[i] = s / l[i * n + i];
     }
     y
+}
+
+/// Four running sums instead of one, so that the compiler may keep several products in
+/// flight (a strict left-to-right sum of floats cannot be reordered): the surrogate's
+/// inner loops, run for every candidate of every pool.
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0.0; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..4 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
 /// Solves L^T x = y (back substitution).
@@ -110,7 +124,21 @@ fn backward(l: &[f64], n: usize, y: &[f64]) -> Vec<f64> {
 }
 
 fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum()
+    let mut acc = [0.0; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..4 {
+            let d = x[k] - y[k];
+            acc[k] += d * d;
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
 /// A fitted GP: zero-mean prior on standardised targets, RBF kernel with unit signal variance.
