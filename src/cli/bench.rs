@@ -34,7 +34,8 @@ pub struct BenchArgs {
     /// The bench's folder (default: results/bench-<UTC time>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Settings every search starts from: strategy options, an [llm] section.
+    /// Settings every search starts from: strategy options, an [llm] section (without it,
+    /// the strategies' own defaults).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Skip the HTML comparison of the runs (it reads every journal again).
@@ -74,7 +75,13 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     if a.seeds == 0 || a.evals == 0 {
         bail!("--seeds and --evals must be at least 1");
     }
-    let base = Settings::load(a.config.as_deref())?;
+    let mut base = Settings::load(a.config.as_deref())?;
+    if a.config.is_none() {
+        // The built-in experiment sizes its strategies for 20 evaluations of einspace; the
+        // bench measures the strategies' own defaults.
+        base.strategy.evolution = Default::default();
+        base.strategy.bo = Default::default();
+    }
     let out = a.out.unwrap_or_else(|| {
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -243,11 +243,49 @@ impl Context<'_> {
         last.ok_or(SearchError::Exhausted)
     }
 
-    /// A valid mutation of `parent` (a candidate text from the history).
+    /// The valid candidates one smallest edit away from `node` that the history has not
+    /// seen, when the space can list them (an `nbgraph` cell: one operation or one input
+    /// changed); `None` for spaces whose mutations can only be drawn.
+    pub fn neighbours_of(&self, node: &Node, parent: &str) -> Option<Vec<Proposal>> {
+        use crate::space::gnn;
+        let (link, ops) = gnn::cell_of(node)?;
+        Some(
+            gnn::neighbours(link, ops, &gnn::Gnn::ALL)
+                .into_iter()
+                .filter_map(|(l, o)| {
+                    let child = gnn::cell_node(l, o);
+                    if self.history.seen(&child.hash_hex()) {
+                        return None;
+                    }
+                    // The space may hold fewer operations than the benchmark's nine.
+                    let a = self
+                        .space
+                        .check(&child, None, self.input, &self.check)
+                        .ok()?;
+                    Some(Proposal::built(
+                        child,
+                        a,
+                        Origin::Mutation,
+                        vec![parent.to_string()],
+                    ))
+                })
+                .collect(),
+        )
+    }
+
+    /// A valid mutation of `parent` (a candidate text from the history): where the space
+    /// lists its smallest edits, one of those the history has not seen, drawn uniformly;
+    /// otherwise the space's random mutation, redrawn until unseen within a few tries.
     pub fn mutation_of(&mut self, parent: &Observation) -> Result<Proposal, SearchError> {
         let node = crate::space::parse_one(&parent.candidate)
             .map_err(|_| SearchError::Other(format!("cannot parse {}", parent.candidate)))?
             .node;
+        if let Some(mut near) = self.neighbours_of(&node, &parent.hash) {
+            if !near.is_empty() {
+                let i = rand::Rng::gen_range(self.rng, 0..near.len());
+                return Ok(near.swap_remove(i));
+            }
+        }
         let mut last = None;
         for _ in 0..FRESH_TRIES {
             let child = self

@@ -161,9 +161,24 @@ impl Features {
 
     /// A fixed-length numeric vector for surrogates (sizes on a log scale).
     pub fn vector(&self) -> Vec<f64> {
-        let c = |n: &str| self.counts.get(n).copied().unwrap_or(0) as f64;
-        let mut v: Vec<f64> = OPS.iter().map(|s| c(s.name)).collect();
-        v.extend(form_names().map(c));
+        // The count entries' positions by name, built once: a model-based search computes
+        // this vector for every candidate of every round's pool.
+        type Index = std::collections::HashMap<&'static str, Vec<usize>>;
+        static INDEX: std::sync::OnceLock<(Index, usize)> = std::sync::OnceLock::new();
+        let (index, len) = INDEX.get_or_init(|| {
+            let mut m = Index::new();
+            let names: Vec<&str> = OPS.iter().map(|s| s.name).chain(form_names()).collect();
+            for (i, n) in names.iter().enumerate() {
+                m.entry(n).or_default().push(i);
+            }
+            (m, names.len())
+        });
+        let mut v = vec![0.0; *len];
+        for (name, &n) in &self.counts {
+            for &i in index.get(name.as_str()).into_iter().flatten() {
+                v[i] = f64::from(n);
+            }
+        }
         let lg = |x: u64| (x as f64 + 1.0).log10();
         v.extend([
             self.depth as f64,
@@ -182,5 +197,46 @@ impl Features {
         cell.resize(CELL_FEATURES, 0.0);
         v.extend(cell);
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vector_puts_each_count_under_its_name() {
+        let f = Features {
+            counts: [("gcn", 2), ("nbgraph", 1), ("linear", 3), ("not-a-name", 9)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            depth: 2,
+            nodes: 5,
+            params: 0,
+            flops: 0,
+            activation_bytes: 0,
+            branches: 0,
+            branch_width: 0,
+            im_nodes: 0,
+            col_nodes: 0,
+            vec_nodes: 0,
+            routing_ops: 0,
+            cell: vec![],
+        };
+        let names = Features::names();
+        let v = f.vector();
+        assert_eq!(v.len(), names.len());
+        for (n, x) in names.iter().zip(&v) {
+            let want = match n.as_str() {
+                "count:gcn" => 2.0,
+                "count:nbgraph" => 1.0,
+                "count:linear" => 3.0,
+                "depth" => 2.0,
+                "nodes" => 5.0,
+                _ => 0.0,
+            };
+            assert_eq!(*x, want, "{n}");
+        }
     }
 }

@@ -293,6 +293,78 @@ pub fn distinct_cells(choices: [Vec<(Gnn, u8)>; NODES]) -> Arc<Vec<(Link, Ops)>>
     cells
 }
 
+/// The cells one step from `(link, ops)`: one node's operation changed, or one node's input
+/// moved to another earlier node, each canonicalised, distinct, without the cell itself (and
+/// without the all-skip non-cell). `ops` limits the operations tried (a table may hold fewer
+/// than nine). The smallest moves a search can make in this space, and all of them: local
+/// search and evolution take one of these, the model-based strategy scores them all.
+pub fn neighbours(link: Link, ops: Ops, choices: &[Gnn]) -> Vec<(Link, Ops)> {
+    let own = key(link, ops);
+    let mut out: Vec<(u64, (Link, Ops))> = Vec::new();
+    let mut push = |l: Link, o: Ops| {
+        if !is_cell(&l, &o) {
+            return;
+        }
+        if let Some(k) = key(l, o).filter(|k| Some(*k) != own) {
+            if let Some(c) = decode(k) {
+                out.push((k, c));
+            }
+        }
+    };
+    for i in 0..NODES {
+        for &g in choices {
+            if g != ops[i] {
+                let mut o = ops;
+                o[i] = g;
+                push(link, o);
+            }
+        }
+        for input in 0..=i as u8 {
+            if input != link[i] {
+                let mut l = link;
+                l[i] = input;
+                push(l, ops);
+            }
+        }
+    }
+    out.sort_by_key(|(k, _)| *k);
+    out.dedup_by_key(|(k, _)| *k);
+    out.into_iter().map(|(_, c)| c).collect()
+}
+
+/// The link list and operations of a candidate that is an `nbgraph(...)` cell.
+pub fn cell_of(node: &super::Node) -> Option<(Link, Ops)> {
+    use super::{Form, Node, Op};
+    let Node::Form(Form::NbGraph, ch) = node else {
+        return None;
+    };
+    if ch.len() != NODES {
+        return None;
+    }
+    let mut link = [0u8; NODES];
+    let mut ops = [Gnn::Skip; NODES];
+    for (i, c) in ch.iter().enumerate() {
+        let Node::Op(Op::Gnn(g, l)) = c else {
+            return None;
+        };
+        link[i] = *l;
+        ops[i] = *g;
+    }
+    Some((link, ops))
+}
+
+/// The candidate for a cell, as written (callers pass canonical cells).
+pub fn cell_node(link: Link, ops: Ops) -> super::Node {
+    use super::{Form, Node, Op};
+    Node::Form(
+        Form::NbGraph,
+        link.iter()
+            .zip(ops)
+            .map(|(&l, g)| Node::Op(Op::Gnn(g, l)))
+            .collect(),
+    )
+}
+
 /// Every link list of a cell: node i reads 0..=i.
 pub fn all_links() -> Vec<Link> {
     let mut v = Vec::new();
@@ -339,6 +411,37 @@ mod tests {
                 .map(|(l, o)| key(*l, *o).expect("every cell has a key"))
                 .collect();
             assert_eq!(keys.len(), want);
+        }
+    }
+
+    #[test]
+    fn neighbours_are_one_edit_away_canonical_and_distinct() {
+        let cells = distinct_cells(std::array::from_fn(|i| {
+            Gnn::ALL
+                .iter()
+                .flat_map(|&g| (0..=i as u8).map(move |l| (g, l)))
+                .collect()
+        }));
+        let classes: HashSet<u64> = cells.iter().map(|(l, o)| key(*l, *o).unwrap()).collect();
+        let mut sizes = Vec::new();
+        for &(l, o) in cells.iter().step_by(97) {
+            let n = neighbours(l, o, &Gnn::ALL);
+            let keys: HashSet<u64> = n.iter().map(|(a, b)| key(*a, *b).unwrap()).collect();
+            assert_eq!(keys.len(), n.len(), "distinct");
+            assert!(!keys.contains(&key(l, o).unwrap()), "not itself");
+            for (a, b) in &n {
+                assert_eq!(canonical(*a, *b), Some((*a, *b)), "canonical");
+                assert!(classes.contains(&key(*a, *b).unwrap()));
+            }
+            // At most 4 x 8 operation changes and 0 + 1 + 2 + 3 input moves.
+            assert!(!n.is_empty() && n.len() <= 38, "{} neighbours", n.len());
+            sizes.push(n.len());
+        }
+        assert!(sizes.iter().sum::<usize>() / sizes.len() >= 20);
+        // Limited to the proteins table's operations, no other operation appears.
+        let (l, o) = ([0, 1, 2, 3], [Gnn::Gcn, Gnn::Sage, Gnn::Arma, Gnn::Fc]);
+        for (_, b) in neighbours(l, o, &Gnn::PROTEINS) {
+            assert!(b.iter().all(|g| Gnn::PROTEINS.contains(g)));
         }
     }
 
