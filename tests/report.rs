@@ -9,7 +9,7 @@ use archsmith::llm::{
 };
 use archsmith::report::{compare, data, html};
 use archsmith::run::journal::{
-    EpochEvent, Event, Journal, ProposalEvent, RunFinished, RunStarted, TrainFinished,
+    EpochEvent, Event, Journal, ProposalEvent, RunFinished, RunStarted, RunStatus, TrainFinished,
     TrainStarted, ValidationEvent, Verdict,
 };
 use archsmith::run::Settings;
@@ -128,7 +128,7 @@ fn write_run(dir: &Path, strategy: &str, seed: u64, cands: &[Cand], calls: u64) 
         eval += 1;
     }
     j.append(&Event::RunFinished(RunFinished {
-        status: "completed".into(),
+        status: RunStatus::Completed,
         reason: "evaluation budget spent".into(),
         evaluations: eval,
         best_hash: None,

@@ -135,7 +135,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
 pub fn resume(a: ResumeArgs) -> Result<ExitCode> {
     check_run_dir(&a.dir)?;
     let s = summary(&a.dir)?;
-    if s.status == "completed" || s.status == "exhausted" {
+    if s.status.ended() {
         eprintln!(
             "{} already finished ({}: {}); raise its budget in config.toml to go on",
             a.dir.display(),

@@ -4,7 +4,7 @@
 
 use crate::llm::{read_records, LlmRecord};
 use crate::run::config::Direction;
-use crate::run::journal::{Event, Verdict};
+use crate::run::journal::{Event, RunStatus, Verdict};
 use crate::run::{read_journal, Settings};
 use crate::search::Origin;
 use serde::Serialize;
@@ -57,7 +57,7 @@ pub struct RunInfo {
     pub task: String,
     pub seed: u64,
     pub maximize: bool,
-    pub status: String,
+    pub status: RunStatus,
     pub reason: String,
     pub sessions: u32,
     pub proposals: u64,
@@ -190,7 +190,7 @@ pub fn build(id: &str, events: &[Event], records: &[LlmRecord], maximize: bool) 
         task: String::new(),
         seed: 0,
         maximize,
-        status: "interrupted".into(),
+        status: RunStatus::Interrupted,
         reason: "the journal ends without run_finished (a crash, a kill, or still running)".into(),
         sessions: 0,
         proposals: 0,
@@ -293,7 +293,7 @@ pub fn build(id: &str, events: &[Event], records: &[LlmRecord], maximize: bool) 
                 info.elapsed_seconds = info.elapsed_seconds.max(t.elapsed_seconds);
             }
             Event::RunFinished(f) => {
-                info.status = f.status.clone();
+                info.status = f.status;
                 info.reason = f.reason.clone();
                 info.elapsed_seconds = info.elapsed_seconds.max(f.elapsed_seconds);
             }

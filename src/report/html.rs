@@ -61,7 +61,7 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(
         b,
         "<p class=\"meta\">status <b>{}</b> ({}) &middot; {} session(s) &middot; {} proposals, {} invalid &middot; {} evaluations, {} failed &middot; {:.0} s &middot; {} model calls, {} tokens, ${:.4}</p>",
-        esc(&i.status),
+        esc(i.status.name()),
         esc(&i.reason),
         i.sessions,
         i.proposals,

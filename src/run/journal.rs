@@ -189,11 +189,56 @@ pub struct BudgetEvent {
     pub message: String,
 }
 
+/// How a run's session ended, as `run_finished` records it. A journal without `run_finished`
+/// reads as [`RunStatus::Interrupted`] (a crash, a kill, or still running).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// A budget ended it (evaluations, time, cost, a stall).
+    Completed,
+    /// The space ran out of new valid candidates.
+    Exhausted,
+    /// An error ended it; `resume` continues.
+    Failed,
+    /// Ctrl-C (or a kill) ended it; `resume` continues.
+    Interrupted,
+    /// It lost what it trains on (a Ray head, a model server) and waits for `resume`.
+    Paused,
+}
+
+impl RunStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            RunStatus::Completed => "completed",
+            RunStatus::Exhausted => "exhausted",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Paused => "paused",
+        }
+    }
+
+    /// Whether the run ended by itself (a budget, or nothing left to try), not cut short.
+    pub fn ended(self) -> bool {
+        matches!(self, RunStatus::Completed | RunStatus::Exhausted)
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl PartialEq<&str> for RunStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.name() == *other
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunFinished {
-    /// `completed` (a budget ended it), `exhausted`, `failed` or `interrupted`.
-    pub status: String,
+    pub status: RunStatus,
     pub reason: String,
     pub evaluations: u64,
     pub best_hash: Option<String>,

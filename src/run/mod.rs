@@ -17,7 +17,7 @@ pub mod lock;
 pub mod runner;
 
 pub use config::{ConfigError, Experiment, Overrides, Settings, StrategyKind};
-pub use journal::{read_journal, Event, Journal, JournalError, JournalRead};
+pub use journal::{read_journal, Event, Journal, JournalError, JournalRead, RunStatus};
 pub use runner::{NoProgress, Outcome, Progress, Recovered, RunError, Runner, Sources, Status};
 
 pub use lock::{LockError, RunLock};
@@ -469,7 +469,7 @@ pub struct RunSummary {
     pub task: String,
     pub seed: u64,
     pub sessions: u32,
-    pub status: String,
+    pub status: RunStatus,
     pub reason: String,
     pub evaluations: u64,
     pub proposals: u64,
@@ -499,9 +499,9 @@ pub fn summary(dir: &Path) -> Result<RunSummary> {
         _ => None,
     });
     let (status, reason) = match &state.finished {
-        Some(f) => (f.status.clone(), f.reason.clone()),
+        Some(f) => (f.status, f.reason.clone()),
         None => (
-            "interrupted".to_string(),
+            RunStatus::Interrupted,
             "the journal ends without run_finished (a crash, a kill, or still running)".into(),
         ),
     };

@@ -9,7 +9,7 @@
 use super::config::Experiment;
 use super::journal::{
     BudgetEvent, EpochEvent, Event, Journal, JournalError, NoteEvent, ProposalEvent, RetryEvent,
-    RunFinished, RunStarted, TrainFinished, TrainStarted, ValidationEvent, Verdict,
+    RunFinished, RunStarted, RunStatus, TrainFinished, TrainStarted, ValidationEvent, Verdict,
 };
 use crate::exec::{rung_threshold, ExecError, Executor, Job, JobSpec, Rung, TaskSpec, Update};
 use crate::llm::LlmClient;
@@ -250,7 +250,7 @@ pub fn outcome(failure: &Option<Failure>, stopped_early: bool) -> String {
 /// How a session ended.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
-    pub status: String,
+    pub status: RunStatus,
     pub reason: String,
     pub evaluations: u64,
     pub best: Option<Observation>,
@@ -321,7 +321,7 @@ struct Finished {
 
 /// Why the loop stops starting new work; it ends once what is in flight has finished.
 enum Stop {
-    End { status: String, reason: String },
+    End { status: RunStatus, reason: String },
     Fail(RunError),
 }
 
@@ -533,15 +533,15 @@ impl<'a> Runner<'a> {
         }
         self.release(u64::MAX);
         let (status, reason) = match &result {
-            Ok((st, r)) => (st.clone(), r.clone()),
-            Err(e @ RunError::Interrupted { .. }) => ("interrupted".to_string(), e.to_string()),
-            Err(e @ RunError::Paused { .. }) => ("paused".to_string(), e.to_string()),
-            Err(e) => ("failed".to_string(), e.to_string()),
+            Ok((st, r)) => (*st, r.clone()),
+            Err(e @ RunError::Interrupted { .. }) => (RunStatus::Interrupted, e.to_string()),
+            Err(e @ RunError::Paused { .. }) => (RunStatus::Paused, e.to_string()),
+            Err(e) => (RunStatus::Failed, e.to_string()),
         };
         let best = self.state.history.best().cloned();
         let (tokens, usd) = self.usage();
         self.log(Event::RunFinished(RunFinished {
-            status: status.clone(),
+            status,
             reason: reason.clone(),
             evaluations: self.state.evaluations,
             best_hash: best.as_ref().map(|b| b.hash.clone()),
@@ -563,7 +563,7 @@ impl<'a> Runner<'a> {
         })
     }
 
-    fn run_loop(&mut self) -> Result<(String, String), RunError> {
+    fn run_loop(&mut self) -> Result<(RunStatus, String), RunError> {
         loop {
             if let Some(end) = self.step()? {
                 return Ok(end);
@@ -608,7 +608,7 @@ impl<'a> Runner<'a> {
     /// One turn of the loop: start the next queued candidate when a slot is free, ask the
     /// strategy for a round of proposals when none is queued, or wait for a result. Returns
     /// the status and reason when the run ends.
-    pub fn step(&mut self) -> Result<Option<(String, String)>, RunError> {
+    pub fn step(&mut self) -> Result<Option<(RunStatus, String)>, RunError> {
         self.progress.update(&self.status());
         if crate::exec::interrupted() {
             return Err(RunError::Interrupted {
@@ -622,7 +622,7 @@ impl<'a> Runner<'a> {
                 self.skip_queue()?;
                 self.log(Event::Budget(b))?;
                 self.stop = Some(Stop::End {
-                    status: "completed".into(),
+                    status: RunStatus::Completed,
                     reason: msg,
                 });
             }
@@ -674,7 +674,7 @@ impl<'a> Runner<'a> {
                         message: msg.clone(),
                     }))?;
                     Some(Stop::End {
-                        status: "exhausted".into(),
+                        status: RunStatus::Exhausted,
                         reason: msg,
                     })
                 } else {
@@ -695,7 +695,7 @@ impl<'a> Runner<'a> {
                     message: msg.clone(),
                 }))?;
                 Some(Stop::End {
-                    status: "completed".into(),
+                    status: RunStatus::Completed,
                     reason: msg,
                 })
             }
@@ -709,7 +709,7 @@ impl<'a> Runner<'a> {
                 return Ok(());
             }
             Err(SearchError::Exhausted) => Some(Stop::End {
-                status: "exhausted".into(),
+                status: RunStatus::Exhausted,
                 reason: SearchError::Exhausted.to_string(),
             }),
             Err(e) => Some(Stop::Fail(RunError::Search {
@@ -1259,7 +1259,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut r = runner(&exp, dir.path(), Box::new(crate::search::random::Random));
         let out = r.run("new", "").unwrap();
-        assert_eq!((out.status.as_str(), out.evaluations), ("completed", 4));
+        assert_eq!((out.status.name(), out.evaluations), ("completed", 4));
         let ev = read_journal(&dir.path().join("journal.jsonl"))
             .unwrap()
             .events;
