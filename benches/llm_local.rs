@@ -6,7 +6,8 @@
 //!
 //! Needs the local model (`scripts/setup.sh --llm`). Run with
 //! `cargo bench --bench llm_local` (knobs: ARCHSMITH_BENCH_CALLS, default 50 calls of k = 4,
-//! i.e. 200 candidates per cell; ARCHSMITH_BENCH_SPACES, default `einspace,activation`). It
+//! i.e. 200 candidates per cell; ARCHSMITH_BENCH_CHAT_CALLS, default 10, for the chat endpoint,
+//! measured only to choose between the endpoints; ARCHSMITH_BENCH_SPACES, default `einspace,activation`). It
 //! starts its own llama-server on a free port and prints a Markdown table; the raw figures go
 //! to `target/llm_local_bench.json`.
 
@@ -63,6 +64,10 @@ fn main() {
     let calls: usize = env("ARCHSMITH_BENCH_CALLS")
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
+    // The chat endpoint is measured only to choose between the endpoints: fewer calls.
+    let chat_calls: usize = env("ARCHSMITH_BENCH_CHAT_CALLS")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
     let spaces = env("ARCHSMITH_BENCH_SPACES").unwrap_or_else(|| "einspace,activation".into());
     let k = 4;
     let log_dir = install_home(&env)
@@ -144,9 +149,11 @@ fn main() {
             timings["prompt_per_second"].as_f64().unwrap_or(0.0),
             timings["predicted_per_second"].as_f64().unwrap_or(0.0),
         ));
+        // The constrained cell first: it is the fastest (generation ends with the grammar), so
+        // an interrupted measurement still has it.
         for (constrain, endpoint) in [
-            (Constrain::None, LocalEndpoint::Completion),
             (Constrain::Grammar, LocalEndpoint::Completion),
+            (Constrain::None, LocalEndpoint::Completion),
             (Constrain::None, LocalEndpoint::Chat),
         ] {
             let port = match endpoint {
@@ -188,6 +195,10 @@ fn main() {
             };
             let mut seen = std::collections::HashSet::new();
             let t0 = Instant::now();
+            let calls = match endpoint {
+                LocalEndpoint::Completion => calls,
+                LocalEndpoint::Chat => chat_calls,
+            };
             for i in 0..calls {
                 let messages = vec![Message::system(&system), Message::user(&user)];
                 let r = rt
@@ -226,6 +237,8 @@ fn main() {
             }
             eprintln!();
             cell.seconds = t0.elapsed().as_secs_f64();
+            // Each cell as it ends, so that a long measurement cut short keeps what it has.
+            eprintln!("{}", serde_json::to_string(&cell).unwrap_or_default());
             cells.push(cell);
         }
     }
