@@ -37,7 +37,8 @@ fn run(out: &Path, executor: &str) -> PathBuf {
     common::run_config(out, &common::tiny_search(out, 5, 5, 2, 512, &extra))
 }
 
-/// Pids of `archsmith worker --job` processes (what Ray jobs run).
+/// Pids of `archsmith worker --job` processes (what Ray jobs run; the driver binary hands the
+/// command to `archsmith-torch`, which then holds the pid).
 fn job_workers() -> Vec<u32> {
     let mut pids = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -48,7 +49,9 @@ fn job_workers() -> Vec<u32> {
             continue;
         };
         let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
-        let is_worker = args.first().is_some_and(|a| a.ends_with(b"archsmith"))
+        let is_worker = args
+            .first()
+            .is_some_and(|a| a.ends_with(b"archsmith") || a.ends_with(b"archsmith-torch"))
             && args.iter().any(|a| *a == b"worker")
             && args.iter().any(|a| *a == b"--job");
         if is_worker {
