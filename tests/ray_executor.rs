@@ -901,9 +901,16 @@ fn ctrl_c_stops_the_runs_ray_jobs() {
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(130), "{err}");
+    // The driver asks for the stops before it exits; the fake head marks a job STOPPED once
+    // its process has gone, which may come a moment later.
+    let t0 = Instant::now();
+    while !fake.jobs().iter().all(|j| j.status == "STOPPED") && t0.elapsed() < LONG {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let jobs = fake.jobs();
     assert_eq!(jobs.len(), 2);
     assert!(jobs.iter().all(|j| j.status == "STOPPED"), "{jobs:?}");
+    assert!(jobs.iter().all(|j| j.stop_requested), "{jobs:?}");
     let ev = journal(&common::run_dir(&out));
     let last = &ev.last().unwrap()["data"];
     assert_eq!(last["status"], "interrupted");
