@@ -12,8 +12,8 @@
 //! latency and parameters go to the journal ([`LookupResult`]) and to `archsmith bench`, never
 //! to a strategy or a model: the search's `Observation` has no field for them.
 
-use crate::space::gnn::{self, Gnn, NODES};
-use crate::space::{Form, Node, Op, Shape};
+use crate::space::gnn;
+use crate::space::{Node, Shape};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -286,21 +286,7 @@ impl Table {
 
 /// The benchmark key of an `nbgraph(...)` candidate.
 pub fn cell_key(node: &Node) -> Option<u64> {
-    let Node::Form(Form::NbGraph, ch) = node else {
-        return None;
-    };
-    if ch.len() != NODES {
-        return None;
-    }
-    let mut link = [0u8; NODES];
-    let mut ops = [Gnn::Skip; NODES];
-    for (i, c) in ch.iter().enumerate() {
-        let Node::Op(Op::Gnn(g, input)) = c else {
-            return None;
-        };
-        link[i] = *input;
-        ops[i] = *g;
-    }
+    let (link, ops) = gnn::cell_of(node)?;
     if !gnn::is_cell(&link, &ops) {
         return None;
     }
