@@ -7,7 +7,8 @@
 //! Needs the local model (`scripts/setup.sh --llm`). Run with
 //! `cargo bench --bench llm_local` (knobs: ARCHSMITH_BENCH_CALLS, default 50 calls of k = 4,
 //! i.e. 200 candidates per cell; ARCHSMITH_BENCH_CHAT_CALLS, default 10, for the chat endpoint,
-//! measured only to choose between the endpoints; ARCHSMITH_BENCH_SPACES, default `einspace,activation`). It
+//! measured only to choose between the endpoints; ARCHSMITH_BENCH_SPACES, default `einspace,activation`;
+//! ARCHSMITH_BENCH_CELLS, default `grammar,none,chat`, to measure only some of the three cells). It
 //! starts its own llama-server on a free port and prints a Markdown table; the raw figures go
 //! to `target/llm_local_bench.json`.
 
@@ -69,6 +70,8 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
     let spaces = env("ARCHSMITH_BENCH_SPACES").unwrap_or_else(|| "einspace,activation".into());
+    let wanted = env("ARCHSMITH_BENCH_CELLS").unwrap_or_else(|| "grammar,none,chat".into());
+    let wanted: Vec<&str> = wanted.split(',').map(str::trim).collect();
     let k = 4;
     let log_dir = install_home(&env)
         .unwrap_or_else(std::env::temp_dir)
@@ -156,6 +159,14 @@ fn main() {
             (Constrain::None, LocalEndpoint::Completion),
             (Constrain::None, LocalEndpoint::Chat),
         ] {
+            let name = match (constrain, endpoint) {
+                (_, LocalEndpoint::Chat) => "chat",
+                (Constrain::Grammar, _) => "grammar",
+                _ => "none",
+            };
+            if !wanted.contains(&name) {
+                continue;
+            }
             let port = match endpoint {
                 LocalEndpoint::Completion => server.port(),
                 LocalEndpoint::Chat => chat_server.port(),
