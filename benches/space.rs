@@ -1,7 +1,7 @@
 //! Throughput of the space layer on one core: einspace samples drawn and validated per second
 //! for a 3x32x32 input, and the time to parse and validate the ResNet-18 seed.
 //!
-//! Run with `cargo bench --bench space`; the README reports the figures.
+//! Run with `cargo bench --bench space`; docs/figures.md reports the figures.
 
 use archsmith::space::{CheckOptions, Shape, Space};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};

@@ -3,8 +3,8 @@
 //! samples and the neighbours of the best: every candidate one smallest edit away where the
 //! space lists them (NAS-Bench-Graph cells), random mutations otherwise. On NAS-Bench-Graph a
 //! pool of 64, 256 or 1,024 samples beside the neighbours gave the same regret within noise
-//! (README): the surrogate, not the pool, limits what it finds there, so the default is the
-//! cheapest. The GP is fitted on at most [`MAX_POINTS`] points.
+//! (docs/benchmark.md): the surrogate, not the pool, limits what it finds there, so the
+//! default is the cheapest. The GP is fitted on at most [`MAX_POINTS`] points.
 //!
 //! [`Features::vector`]: crate::space::Features::vector
 

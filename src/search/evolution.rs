@@ -18,7 +18,7 @@ pub struct EvolutionConfig {
     pub population: usize,
     /// Candidates drawn, with replacement, for each tournament (einspace: 10). Half the
     /// population: at budgets of a hundred or a few hundred evaluations, selection must be
-    /// greedy to pay (measured on NAS-Bench-Graph, README).
+    /// greedy to pay (measured on NAS-Bench-Graph, docs/benchmark.md).
     pub tournament: usize,
     /// Start the population with the space's seed candidates that fit the input.
     pub seeded: bool,
