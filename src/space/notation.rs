@@ -567,8 +567,11 @@ impl Expander<'_> {
                         self.spans.push(("const".into(), span));
                         Some(Node::Op(ops::Op::Const(c)))
                     }
-                    Err(message) => {
-                        self.errs.push(SyntaxError { message, span });
+                    Err(e) => {
+                        self.errs.push(SyntaxError {
+                            message: e.to_string(),
+                            span,
+                        });
                         None
                     }
                 };
@@ -731,8 +734,11 @@ impl Expander<'_> {
                     self.spans.push((name.clone(), span));
                     Some(Node::Op(op))
                 }
-                Err(msg) => {
-                    self.errs.push(SyntaxError { message: msg, span });
+                Err(e) => {
+                    self.errs.push(SyntaxError {
+                        message: e.to_string(),
+                        span,
+                    });
                     None
                 }
             };

@@ -178,17 +178,49 @@ impl Sym {
 /// number prints back as written.
 pub const CONST_SCALE: f64 = 1e6;
 
+/// Why arguments do not make an operation (or a number a constant). The text is what
+/// validation and grammar errors show after the location.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ArgError {
+    #[error("the number {0} is too large for a constant")]
+    ConstTooLarge(f64),
+    #[error("the number {0} has more than 6 decimal places; constants are written to millionths")]
+    ConstPrecision(f64),
+    #[error("{what} must be one of {allowed:?}, not {value}")]
+    NotOneOf {
+        what: &'static str,
+        value: u32,
+        allowed: &'static [u32],
+    },
+    #[error("{what} must be between 1 and {max}, not {value}")]
+    OutOfRange {
+        what: &'static str,
+        value: u32,
+        max: u32,
+    },
+    #[error("input must be 0 (the cell's input) or an earlier node 1 to {last}, not {value}")]
+    GnnInput { value: u32, last: usize },
+    #[error("padding must be smaller than the kernel ({kernel}), not {padding}")]
+    Padding { kernel: u32, padding: u32 },
+    #[error("`{name}` takes no arguments, but {given} were given")]
+    NoArguments { name: &'static str, given: usize },
+    #[error("`{name}` takes {} argument(s) ({}), but {given} were given", params.len(), params.join(", "))]
+    Arity {
+        name: &'static str,
+        params: &'static [&'static str],
+        given: usize,
+    },
+}
+
 /// The constant `x` in millionths, or why it cannot be one.
-pub fn const_micros(x: f64) -> Result<i64, String> {
+pub fn const_micros(x: f64) -> Result<i64, ArgError> {
     let scaled = x * CONST_SCALE;
     if !scaled.is_finite() || scaled.abs() > 1e15 {
-        return Err(format!("the number {x} is too large for a constant"));
+        return Err(ArgError::ConstTooLarge(x));
     }
     let r = scaled.round();
     if (scaled - r).abs() > 1e-3 {
-        return Err(format!(
-            "the number {x} has more than 6 decimal places; constants are written to millionths"
-        ));
+        return Err(ArgError::ConstPrecision(x));
     }
     Ok(r as i64)
 }
@@ -252,33 +284,41 @@ pub struct OpSpec {
     pub kind: Kind,
     /// The shape rule and meaning, in words a person or a language model can act on.
     pub rule: &'static str,
-    build: fn(&[u32]) -> Result<Op, String>,
+    build: fn(&[u32]) -> Result<Op, ArgError>,
 }
 
-fn one_of(what: &str, v: u32, allowed: &[u32]) -> Result<u32, String> {
+fn one_of(what: &'static str, v: u32, allowed: &'static [u32]) -> Result<u32, ArgError> {
     if allowed.contains(&v) {
         Ok(v)
     } else {
-        Err(format!("{what} must be one of {allowed:?}, not {v}"))
+        Err(ArgError::NotOneOf {
+            what,
+            value: v,
+            allowed,
+        })
     }
 }
 
-fn positive(what: &str, v: u32, max: u32) -> Result<u32, String> {
+fn positive(what: &'static str, v: u32, max: u32) -> Result<u32, ArgError> {
     if v == 0 || v > max {
-        Err(format!("{what} must be between 1 and {max}, not {v}"))
+        Err(ArgError::OutOfRange {
+            what,
+            value: v,
+            max,
+        })
     } else {
         Ok(v)
     }
 }
 
-fn gnn_input(v: u32) -> Result<u8, String> {
+fn gnn_input(v: u32) -> Result<u8, ArgError> {
     if v < super::gnn::NODES as u32 {
         Ok(v as u8)
     } else {
-        Err(format!(
-            "input must be 0 (the cell's input) or an earlier node 1 to {}, not {v}",
-            super::gnn::NODES - 1
-        ))
+        Err(ArgError::GnnInput {
+            value: v,
+            last: super::gnn::NODES - 1,
+        })
     }
 }
 
@@ -314,7 +354,7 @@ pub static OPS: &[OpSpec] = &[
             let k = positive("kernel", a[0], 64)?;
             let s = positive("stride", a[1], 64)?;
             if a[2] >= k {
-                return Err(format!("padding must be smaller than the kernel ({k}), not {}", a[2]));
+                return Err(ArgError::Padding { kernel: k, padding: a[2] });
             }
             Ok(Op::Im2Col { k, s, p: a[2] })
         }),
@@ -397,22 +437,19 @@ pub fn spec(name: &str) -> Option<&'static OpSpec> {
 
 impl OpSpec {
     /// Builds an instance from arguments, checking their number and values.
-    pub fn build(&self, args: &[u32]) -> Result<Op, String> {
+    pub fn build(&self, args: &[u32]) -> Result<Op, ArgError> {
         if args.len() != self.params.len() {
             return Err(if self.params.is_empty() {
-                format!(
-                    "`{}` takes no arguments, but {} were given",
-                    self.name,
-                    args.len()
-                )
+                ArgError::NoArguments {
+                    name: self.name,
+                    given: args.len(),
+                }
             } else {
-                format!(
-                    "`{}` takes {} argument(s) ({}), but {} were given",
-                    self.name,
-                    self.params.len(),
-                    self.params.join(", "),
-                    args.len()
-                )
+                ArgError::Arity {
+                    name: self.name,
+                    params: self.params,
+                    given: args.len(),
+                }
             });
         }
         (self.build)(args)

@@ -6,7 +6,8 @@
 //! bound in the kind of program at hand, and programs stay within size limits.
 
 use super::check::{Analysis, CheckOptions, Diagnostic, NodeInfo, Stage};
-use super::grammar::{SpaceKind, SymId};
+use super::grammar::SymId;
+use super::kind::SpaceKind;
 use super::lex::Span;
 use super::node::{abbreviate, Form, Node, Sort};
 use super::ops::{Ctx, Op, Sym};

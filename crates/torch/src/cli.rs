@@ -143,7 +143,7 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
         .map_err(|(field, m)| anyhow::anyhow!("bad recipe: {field} {m}"))?;
     let device = crate::device::resolve(a.device)?;
     let space = Space::load(&a.space)?;
-    if space.grammar.kind != archsmith::space::grammar::SpaceKind::Network {
+    if space.grammar.kind != archsmith::space::SpaceKind::Network {
         anyhow::bail!(
             "space {} holds programs ({}s), not architectures; score one with `archsmith train-program --space {} --task {}`",
             space.name(),

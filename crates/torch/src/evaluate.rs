@@ -5,7 +5,7 @@ use crate::data::Data;
 use crate::program as p;
 use crate::trainer::{train_saving, TrainOptions};
 use archsmith::exec::inline::Evaluator;
-use archsmith::space::grammar::SpaceKind;
+use archsmith::space::SpaceKind;
 use archsmith::space::{Analysis, Node};
 use archsmith::train::program::ProgramEval;
 use archsmith::train::{Epoch, Evaluation, Flow, OnEpoch};
