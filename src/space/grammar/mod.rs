@@ -33,7 +33,6 @@ pub use analyse::Kinds;
 use crate::space::lex::Span;
 use crate::space::node::Form;
 use crate::space::ops::{Kind, Op};
-use parse::Raw;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -115,33 +114,24 @@ impl fmt::Display for GrammarErrors {
 /// Parses and checks a grammar. `file` names it in messages.
 pub fn parse_grammar(src: &str, file: &str) -> Result<Grammar, GrammarErrors> {
     let (raw, mut errs) = parse::parse(src);
-    let Raw {
-        name,
-        description,
-        kind,
-        root,
-        max_depth,
-        min_depth,
-        depth_span,
-        rules: raw_rules,
-    } = raw;
-    let name = name.unwrap_or_else(|| {
+    let name = raw.name.unwrap_or_else(|| {
         errs.push(GrammarError {
             message: "missing `space NAME` directive".into(),
             span: Span::new(0, 0),
         });
         String::new()
     });
+    let (min_depth, max_depth) = (raw.min_depth, raw.max_depth);
     if min_depth > max_depth {
         errs.push(GrammarError {
             message: format!("min_depth {min_depth} is larger than max_depth {max_depth}"),
-            span: depth_span,
+            span: raw.depth_span,
         });
     }
-    let grammar = resolve::resolve(raw_rules, root, &mut errs).map(|(rules, root)| Grammar {
+    let grammar = resolve::resolve(raw.rules, raw.root, &mut errs).map(|(rules, root)| Grammar {
         name,
-        description,
-        kind,
+        description: raw.description,
+        kind: raw.kind,
         root,
         max_depth,
         min_depth,
@@ -168,6 +158,7 @@ pub fn parse_grammar(src: &str, file: &str) -> Result<Grammar, GrammarErrors> {
 }
 
 impl Grammar {
+    /// The index of the rule called `name`.
     pub fn rule_id(&self, name: &str) -> Option<SymId> {
         self.rules.iter().position(|r| r.name == name)
     }
