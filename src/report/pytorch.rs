@@ -178,6 +178,9 @@ impl Gen {
             if let Some(c) = fuse::conv(node, xs) {
                 return self.conv(node, &c, path, tch, x, xs, ctx);
             }
+            if let Some(m) = fuse::multi_head(node, xs) {
+                return self.multi_head(node, &m, tch, x, xs);
+            }
             if let Some(a) = fuse::attention(node, xs) {
                 return self.attention(node, &a, path, tch, x, xs, ctx);
             }
@@ -400,6 +403,63 @@ impl Gen {
             "F.scaled_dot_product_attention({q}, {k}.transpose(-1, -2), {v}{scale})"
         ));
         Ok((out, y))
+    }
+
+    /// h einspace heads side by side as one multi-head attention, as the compiler fuses them:
+    /// every head's query, key and value keep their own `nn.Linear` at their unfused paths (so
+    /// weights load one to one), joined in the forward pass into one linear map, then one
+    /// `F.scaled_dot_product_attention` over a heads dimension.
+    fn multi_head(
+        &mut self,
+        node: &Node,
+        m: &fuse::MultiHead,
+        tch: &str,
+        x: &str,
+        xs: Shape,
+    ) -> Result<(String, Shape), CodegenError> {
+        let [s, dm] = xs.dims()[..] else {
+            return Err(err(node, format!("multi-head attention cannot take {xs}")));
+        };
+        self.comment(node);
+        // Queries of every head, then keys, then values: the order of the joined map.
+        let mut parts: [Vec<String>; 3] = Default::default();
+        for i in 1..=m.heads {
+            for (j, (sub, width)) in [("1.0.1", m.d), ("1.0.2.1", m.d), ("2", m.dv)]
+                .into_iter()
+                .enumerate()
+            {
+                let t = format!("{tch}.{i}.{sub}");
+                let a = attr("linear", &t);
+                self.init(format!("self.{a} = nn.Linear({dm}, {width})"));
+                self.map(&t, &a, &["weight", "bias"]);
+                parts[j].push(a);
+            }
+        }
+        let joined = |leaf: &str| {
+            let all: Vec<String> = parts
+                .iter()
+                .flatten()
+                .map(|a| format!("self.{a}.{leaf}"))
+                .collect();
+            format!("torch.cat([{}])", all.join(", "))
+        };
+        let (w, b) = (joined("weight"), joined("bias"));
+        let y = self.assign(format!("F.linear({x}, {w}, {b})"));
+        let (h, d, dv) = (m.heads, m.d, m.dv);
+        let heads = |gen: &mut Gen, start: u32, width: u32| {
+            gen.assign(format!(
+                "{y}[..., {start}:{}].unflatten(-1, ({h}, {width})).transpose(1, 2)",
+                start + h * width
+            ))
+        };
+        let q = heads(self, 0, d);
+        let k = heads(self, h * d, d);
+        let v = heads(self, 2 * h * d, dv);
+        let scale = if m.scaled { "" } else { ", scale=1.0" };
+        let out = self.assign(format!(
+            "F.scaled_dot_product_attention({q}, {k}, {v}{scale}).transpose(1, 2).flatten(2)"
+        ));
+        Ok((out, Shape::col(s, u64::from(h * dv))))
     }
 
     fn comment(&mut self, node: &Node) {
@@ -922,6 +982,27 @@ print("ok", imports)
         );
         assert!(m.source.contains("self.linear_1_1_0_1 = nn.Linear(8, 8)"));
         assert!(m.source.contains("self.linear_1_2 = nn.Linear(8, 4)"));
+    }
+
+    #[test]
+    fn heads_side_by_side_fuse_to_one_attention_call() {
+        let head = "branch(clone(2), seq(branch(clone(2), linear(8), route(identity, linear(8), permute21), scaled_dot_product), softmax), linear(4), dot_product)";
+        let node = parse_one(&format!("branch(clone(2), {head}, cat(2, 2))"))
+            .unwrap()
+            .node;
+        let m = module_with(&node, Shape::col(6, 8), 10, &ModuleInfo::default(), true).unwrap();
+        let src = &m.source;
+        assert_eq!(src.matches("F.scaled_dot_product_attention(").count(), 1, "{src}");
+        assert!(src.contains(".unflatten(-1, (2, 8))"), "{src}");
+        assert!(src.contains(".unflatten(-1, (2, 4))"), "{src}");
+        // Each head keeps its own layers, named by their unfused paths, for the weights.
+        for head in [1, 2] {
+            for (sub, width) in [("1_0_1", 8), ("1_0_2_1", 8), ("2", 4)] {
+                let line = format!("self.linear_{head}_{sub} = nn.Linear(8, {width})");
+                assert!(src.contains(&line), "{line} missing from\n{src}");
+            }
+        }
+        assert!(m.source.contains("self.head = nn.Linear(8, 10)"), "{src}");
     }
 
     #[test]
