@@ -73,12 +73,13 @@ pub fn module_with(
         ..Gen::default()
     };
     let (out, shape) = g.node(node, &[], "net", "x", input, Ctx::default())?;
-    let features = shape.features();
-    g.init(format!("self.head = nn.Linear({features}, {classes})"));
+    let width = shape.head_width();
+    g.init(format!("self.head = nn.Linear({width}, {classes})"));
     g.map("head", "head", &["weight", "bias"]);
+    // einspace's head: an image averaged over positions, a sequence over features.
     let pooled = match shape.mode() {
         Mode::Im => format!("{out}.mean((2, 3))"),
-        Mode::Col => format!("{out}.mean(1)"),
+        Mode::Col => format!("{out}.mean(2)"),
         Mode::Vec => out,
     };
     g.fwd(format!("return self.head({pooled})"));
@@ -992,7 +993,11 @@ print("ok", imports)
             .node;
         let m = module_with(&node, Shape::col(6, 8), 10, &ModuleInfo::default(), true).unwrap();
         let src = &m.source;
-        assert_eq!(src.matches("F.scaled_dot_product_attention(").count(), 1, "{src}");
+        assert_eq!(
+            src.matches("F.scaled_dot_product_attention(").count(),
+            1,
+            "{src}"
+        );
         assert!(src.contains(".unflatten(-1, (2, 8))"), "{src}");
         assert!(src.contains(".unflatten(-1, (2, 4))"), "{src}");
         // Each head keeps its own layers, named by their unfused paths, for the weights.
