@@ -18,7 +18,7 @@ use crate::compile::count_params;
 use crate::data::Data;
 use crate::device::device_name;
 use crate::trainer::{self, Divergence, Fit, Step};
-use archsmith::space::{Form, Node, Op, Sym};
+use archsmith::space::{Diagnostic, Form, Node, Op, Sym};
 pub use archsmith::train::program::{
     program_eval, Hyper, ProgramEval, Reference, EXP_MAX, LOG_EPS, OPTIMIZER_LRS, SAFE_DENOMINATOR,
 };
@@ -1019,6 +1019,14 @@ impl Rule {
     }
 }
 
+/// Why an update rule cannot be made an optimizer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptimizerError {
+    /// The hyperparameters fail [`Hyper::check`], which says why.
+    #[error("{0}")]
+    Hyper(String),
+}
+
 /// An optimizer that runs an update rule on a set of parameter tensors.
 pub struct ProgramOptimizer {
     rule: Rule,
@@ -1032,8 +1040,12 @@ pub struct ProgramOptimizer {
 
 impl ProgramOptimizer {
     /// An optimizer over `vars` (e.g. `VarStore::trainable_variables`), state at zero.
-    pub fn new(rule: Rule, vars: Vec<Tensor>, hyper: Hyper) -> Result<ProgramOptimizer, String> {
-        hyper.check()?;
+    pub fn new(
+        rule: Rule,
+        vars: Vec<Tensor>,
+        hyper: Hyper,
+    ) -> Result<ProgramOptimizer, OptimizerError> {
+        hyper.check().map_err(OptimizerError::Hyper)?;
         let states = vars
             .iter()
             .map(|v| {
@@ -1169,33 +1181,49 @@ fn mlp(vs: &nn::VarStore, data: &Data, hidden: &[u64], act: Option<Activation>) 
     })
 }
 
+/// Why the reference network cannot be built.
+#[derive(Debug, thiserror::Error)]
+enum ReferenceError {
+    /// An activation was to be scored on a candidate architecture.
+    #[error("activation functions are evaluated on an MLP reference; a candidate architecture keeps its own activations")]
+    ActivationOnCandidate,
+    /// The reference's space does not load.
+    #[error(transparent)]
+    Space(#[from] archsmith::space::SpaceError),
+    /// The reference candidate does not validate in its space for the task's input.
+    #[error("the reference network is invalid: {}", joined(.diagnostics))]
+    Invalid { diagnostics: Vec<Diagnostic> },
+    /// The reference candidate does not compile.
+    #[error(transparent)]
+    Compile(#[from] crate::compile::CompileError),
+}
+
+/// Diagnostics on one line, as a failure's message keeps them.
+fn joined(d: &[Diagnostic]) -> String {
+    d.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn reference_net(
     vs: &nn::VarStore,
     data: &Data,
     cfg: &ProgramEval,
     act: Option<Activation>,
-) -> Result<Forward, String> {
+) -> Result<Forward, ReferenceError> {
     match &cfg.reference {
         Reference::Mlp { hidden } => Ok(mlp(vs, data, hidden, act)),
         Reference::Candidate { space, text } => {
             if act.is_some() {
-                return Err("activation functions are evaluated on an MLP reference; a candidate architecture keeps its own activations".into());
+                return Err(ReferenceError::ActivationOnCandidate);
             }
-            let space = archsmith::space::Space::load(space).map_err(|e| e.to_string())?;
+            let space = archsmith::space::Space::load(space)?;
             let (node, _) = space
                 .validate_text(text, data.input, &Default::default())
-                .map_err(|d| {
-                    format!(
-                        "the reference network is invalid: {}",
-                        d.iter()
-                            .map(|d| d.to_string())
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    )
-                })?;
+                .map_err(|diagnostics| ReferenceError::Invalid { diagnostics })?;
             let net =
-                crate::compile::compile(&vs.root(), &node, data.input, data.classes, cfg.seed)
-                    .map_err(|e| e.to_string())?;
+                crate::compile::compile(&vs.root(), &node, data.input, data.classes, cfg.seed)?;
             Ok(Box::new(move |x: &Tensor, train: bool| {
                 net.forward(x, train)
             }))
@@ -1229,8 +1257,21 @@ impl Step for Builtin {
     }
 }
 
+/// Why the network or the optimizer of a program's training cannot be built.
+#[derive(Debug, thiserror::Error)]
+enum BuildError {
+    #[error(transparent)]
+    Program(#[from] ProgramError),
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error(transparent)]
+    Optimizer(#[from] OptimizerError),
+    #[error(transparent)]
+    Torch(#[from] TchError),
+}
+
 /// Builds the network and its optimizer under a fresh store.
-type Build<'a> = &'a dyn Fn(&nn::VarStore) -> Result<(Forward, Box<dyn Step>), String>;
+type Build<'a> = &'a dyn Fn(&nn::VarStore) -> Result<(Forward, Box<dyn Step>), BuildError>;
 
 /// Trains one network with one learning rate through the shared loop; failures are kept in
 /// the result.
@@ -1267,9 +1308,9 @@ fn fit(
         let (net, mut opt) = {
             let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
             tch::manual_seed(cfg.seed as i64);
-            build(&vs).map_err(|message| Failure {
+            build(&vs).map_err(|e| Failure {
                 reason: FailureReason::Compile,
-                message,
+                message: e.to_string(),
             })?
         };
         res.params = count_params(&vs);
@@ -1393,9 +1434,8 @@ pub fn evaluate_activation_grid(
     let act = Activation::compile(node);
     over_grid(&lrs, &recipe, |r| {
         fit(node, data, cfg, r, device, &|vs| {
-            let act = act.clone().map_err(|e| e.to_string())?;
-            let net = reference_net(vs, data, cfg, Some(act))?;
-            let opt = trainer::optimizer(vs, r).map_err(|e| e.to_string())?;
+            let net = reference_net(vs, data, cfg, Some(act.clone()?))?;
+            let opt = trainer::optimizer(vs, r)?;
             let vars = vs.trainable_variables();
             Ok((net, Box::new(Builtin { opt, vars }) as Box<dyn Step>))
         })
@@ -1419,7 +1459,7 @@ pub fn evaluate_optimizer_grid(
     };
     over_grid(&lrs, &recipe, |r| {
         fit(node, data, cfg, r, device, &|vs| {
-            let rule = Rule::compile(node).map_err(|e| e.to_string())?;
+            let rule = Rule::compile(node)?;
             let net = reference_net(vs, data, cfg, None)?;
             let opt = ProgramOptimizer::new(rule, vs.trainable_variables(), cfg.hyper)?;
             Ok((net, Box::new(opt) as Box<dyn Step>))
