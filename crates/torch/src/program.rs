@@ -126,44 +126,6 @@ fn safe_den(b: f64) -> f64 {
     }
 }
 
-/// The error function (Abramowitz and Stegun 7.1.26 refined by one Newton step is overkill;
-/// W. J. Cody's rational approximations are exact to float64 but long): a series for small
-/// arguments and a continued fraction for large ones, good to ~1e-15.
-fn erf(x: f64) -> f64 {
-    let a = x.abs();
-    let r = if a < 2.5 {
-        // Maclaurin series: 2/sqrt(pi) * sum (-1)^n x^(2n+1) / (n! (2n+1)).
-        let mut term = a;
-        let mut sum = a;
-        let x2 = a * a;
-        let mut n = 0.0;
-        while term.abs() > 1e-17 * sum.abs() {
-            n += 1.0;
-            term *= -x2 / n;
-            sum += term / (2.0 * n + 1.0);
-        }
-        sum * std::f64::consts::FRAC_2_SQRT_PI
-    } else {
-        // erfc by a Lentz continued fraction.
-        let mut f = a;
-        let mut c = a;
-        let mut d = 0.0;
-        for k in 1..200 {
-            let ak = k as f64 / 2.0;
-            d = a + ak * d;
-            d = if d == 0.0 { 1e-300 } else { 1.0 / d };
-            c = a + ak / c;
-            let delta = c * d;
-            f *= delta;
-            if (delta - 1.0).abs() < 1e-16 {
-                break;
-            }
-        }
-        1.0 - (-a * a).exp() / (f * std::f64::consts::PI.sqrt())
-    };
-    r.copysign(x)
-}
-
 impl S {
     fn eval(&self, v: &Scalars) -> f64 {
         match self {
@@ -188,7 +150,7 @@ impl S {
                     Un::Log => (a.abs() + LOG_EPS).ln(),
                     Un::Sigmoid => 1.0 / (1.0 + (-a).exp()),
                     Un::Tanh => a.tanh(),
-                    Un::Erf => erf(a),
+                    Un::Erf => libm::erf(a),
                     Un::Sin => a.sin(),
                     Un::Sign => {
                         if a > 0.0 {
