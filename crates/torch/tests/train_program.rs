@@ -313,6 +313,9 @@ fn diverging_programs_fail_with_their_reason() {
     );
 }
 
+/// Trains something with a recipe.
+type Trains<'a> = dyn Fn(&Recipe) -> TrainResult + 'a;
+
 /// One epoch of `tiny`'s recipe at precision `p`.
 fn one_epoch(recipe: &Recipe, p: Precision) -> Recipe {
     Recipe {
@@ -360,7 +363,7 @@ fn programs_train_under_bf16_as_networks_do() {
     };
     let adam = seed("optimizer", "adam");
     let swish = seed("activation", "swish");
-    let runs: [(&str, &dyn Fn(&Recipe) -> TrainResult); 4] = [
+    let runs: [(&str, &Trains); 4] = [
         ("a network", &network),
         ("adam on the MLP", &|r| {
             evaluate_optimizer(&adam, &data, r, &on_mlp, Device::Cpu)
