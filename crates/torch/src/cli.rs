@@ -424,7 +424,7 @@ fn worker(a: WorkerArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot read the job file {}", f.display()))?,
         (None, None) => bail!("give --job, --job-file or --serve"),
     };
-    let spec = worker::parse_job(&text).map_err(anyhow::Error::msg)?;
+    let spec = worker::parse_job(&text)?;
     worker::Worker::new().run(&spec, &mut stdout.lock())?;
     Ok(ExitCode::SUCCESS)
 }

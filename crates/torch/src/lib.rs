@@ -6,7 +6,8 @@
 //! - [`compile`]: the candidate tree as a tree of boxed tch layers, plus the head; fused
 //!   modules (conv2d, scaled-dot-product attention) where the space's rewriting finds them.
 //! - [`data`]: a task's data as tensors, normalised.
-//! - [`trainer`]: the loop, the result, failures as values, the early-stopping hook.
+//! - [`trainer`]: the one training loop, for networks and programs alike; the result,
+//!   failures as values, the early-stopping hook.
 //! - [`program`]: activation functions and update rules compiled to tch operations, and
 //!   their evaluation on a reference network.
 //! - [`device`]: a device choice resolved to a tch device.

@@ -9,21 +9,24 @@
 //! The semantics are those of the forms' rules in `space::node`: `sqrt` of the absolute value,
 //! `log(|a| + 1e-6)`, `exp` of at most 30, division by a denominator at least 1e-12 away from
 //! zero (keeping its sign), `interp(a, b, c) = c*a + (1-c)*b`.
+//!
+//! A program is scored by training a reference network with it (an MLP, or a candidate
+//! architecture for update rules) over a grid of learning rates, each training through the
+//! shared loop of [`crate::trainer`]: the same precision, time limit and failures as networks.
 
-use crate::data::{Data, Split};
+use crate::compile::count_params;
+use crate::data::Data;
 use crate::device::device_name;
-use archsmith::space::{Form, Node, Op, Sym};
+use crate::trainer::{self, Divergence, Fit, Step};
+use archsmith::space::{Diagnostic, Form, Node, Op, Sym};
 pub use archsmith::train::program::{
     program_eval, Hyper, ProgramEval, Reference, EXP_MAX, LOG_EPS, OPTIMIZER_LRS, SAFE_DENOMINATOR,
 };
-use archsmith::train::{Epoch, Failure, FailureReason, Optimizer, Recipe, TrainResult};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use archsmith::train::{Failure, FailureReason, Quiet, Recipe, TrainResult};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
-use tch::nn::{self, Module, OptimizerConfig};
-use tch::{Device, Reduction, TchError, Tensor};
+use tch::nn;
+use tch::{Device, Kind, TchError, Tensor};
 
 /// Why a program cannot be compiled: it was not validated for its kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -123,44 +126,6 @@ fn safe_den(b: f64) -> f64 {
     }
 }
 
-/// The error function (Abramowitz and Stegun 7.1.26 refined by one Newton step is overkill;
-/// W. J. Cody's rational approximations are exact to float64 but long): a series for small
-/// arguments and a continued fraction for large ones, good to ~1e-15.
-fn erf(x: f64) -> f64 {
-    let a = x.abs();
-    let r = if a < 2.5 {
-        // Maclaurin series: 2/sqrt(pi) * sum (-1)^n x^(2n+1) / (n! (2n+1)).
-        let mut term = a;
-        let mut sum = a;
-        let x2 = a * a;
-        let mut n = 0.0;
-        while term.abs() > 1e-17 * sum.abs() {
-            n += 1.0;
-            term *= -x2 / n;
-            sum += term / (2.0 * n + 1.0);
-        }
-        sum * std::f64::consts::FRAC_2_SQRT_PI
-    } else {
-        // erfc by a Lentz continued fraction.
-        let mut f = a;
-        let mut c = a;
-        let mut d = 0.0;
-        for k in 1..200 {
-            let ak = k as f64 / 2.0;
-            d = a + ak * d;
-            d = if d == 0.0 { 1e-300 } else { 1.0 / d };
-            c = a + ak / c;
-            let delta = c * d;
-            f *= delta;
-            if (delta - 1.0).abs() < 1e-16 {
-                break;
-            }
-        }
-        1.0 - (-a * a).exp() / (f * std::f64::consts::PI.sqrt())
-    };
-    r.copysign(x)
-}
-
 impl S {
     fn eval(&self, v: &Scalars) -> f64 {
         match self {
@@ -185,7 +150,7 @@ impl S {
                     Un::Log => (a.abs() + LOG_EPS).ln(),
                     Un::Sigmoid => 1.0 / (1.0 + (-a).exp()),
                     Un::Tanh => a.tanh(),
-                    Un::Erf => erf(a),
+                    Un::Erf => libm::erf(a),
                     Un::Sin => a.sin(),
                     Un::Sign => {
                         if a > 0.0 {
@@ -1016,6 +981,14 @@ impl Rule {
     }
 }
 
+/// Why an update rule cannot be made an optimizer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptimizerError {
+    /// The hyperparameters fail [`Hyper::check`], which says why.
+    #[error("{0}")]
+    Hyper(String),
+}
+
 /// An optimizer that runs an update rule on a set of parameter tensors.
 pub struct ProgramOptimizer {
     rule: Rule,
@@ -1029,8 +1002,12 @@ pub struct ProgramOptimizer {
 
 impl ProgramOptimizer {
     /// An optimizer over `vars` (e.g. `VarStore::trainable_variables`), state at zero.
-    pub fn new(rule: Rule, vars: Vec<Tensor>, hyper: Hyper) -> Result<ProgramOptimizer, String> {
-        hyper.check()?;
+    pub fn new(
+        rule: Rule,
+        vars: Vec<Tensor>,
+        hyper: Hyper,
+    ) -> Result<ProgramOptimizer, OptimizerError> {
+        hyper.check().map_err(OptimizerError::Hyper)?;
         let states = vars
             .iter()
             .map(|v| {
@@ -1081,6 +1058,20 @@ impl ProgramOptimizer {
     }
 }
 
+impl Step for ProgramOptimizer {
+    fn zero_grad(&mut self) {
+        ProgramOptimizer::zero_grad(self)
+    }
+
+    fn clip_grad_norm(&mut self, max: f64) -> Result<(), TchError> {
+        ProgramOptimizer::clip_grad_norm(self, max)
+    }
+
+    fn step(&mut self, lr: f64) -> Result<(), TchError> {
+        ProgramOptimizer::step(self, lr)
+    }
+}
+
 /// Scales the gradients of `vars` so that their global L2 norm is at most `max`.
 pub fn clip_grad_norm(vars: &[Tensor], max: f64) -> Result<(), TchError> {
     tch::no_grad(|| -> R<()> {
@@ -1109,6 +1100,17 @@ pub fn clip_grad_norm(vars: &[Tensor], max: f64) -> Result<(), TchError> {
 /// A network to train: a forward function over a `VarStore`.
 type Forward = Box<dyn Fn(&Tensor, bool) -> Result<Tensor, TchError>>;
 
+/// `l` applied to `x`. Under mixed precision (bf16 `x`) the weights are cast to `x`'s kind at
+/// use, as compiled candidates' are: the master weights stay float32.
+fn linear(l: &nn::Linear, x: &Tensor) -> Result<Tensor, TchError> {
+    if l.ws.kind() == x.kind() {
+        return x.f_linear(&l.ws, l.bs.as_ref());
+    }
+    let kind = x.kind();
+    let bs = l.bs.as_ref().map(|b| b.f_to_kind(kind)).transpose()?;
+    x.f_linear(&l.ws.f_to_kind(kind)?, bs.as_ref())
+}
+
 fn mlp(vs: &nn::VarStore, data: &Data, hidden: &[u64], act: Option<Activation>) -> Forward {
     let root = vs.root();
     let mut layers = Vec::new();
@@ -1126,14 +1128,44 @@ fn mlp(vs: &nn::VarStore, data: &Data, hidden: &[u64], act: Option<Activation>) 
     Box::new(move |x: &Tensor, _train: bool| {
         let mut y = x.f_flatten(1, -1)?;
         for l in &layers {
-            y = l.forward(&y);
+            y = linear(l, &y)?;
             y = match &act {
                 Some(a) => a.forward(&y)?,
                 None => y.f_relu()?,
             };
         }
-        Ok(head.forward(&y))
+        let logits = linear(&head, &y)?;
+        // Mixed precision gives float32 logits, as a compiled candidate's head does.
+        Ok(match logits.kind() {
+            Kind::Float | Kind::Double => logits,
+            _ => logits.f_to_kind(Kind::Float)?,
+        })
     })
+}
+
+/// Why the reference network cannot be built.
+#[derive(Debug, thiserror::Error)]
+enum ReferenceError {
+    /// An activation was to be scored on a candidate architecture.
+    #[error("activation functions are evaluated on an MLP reference; a candidate architecture keeps its own activations")]
+    ActivationOnCandidate,
+    /// The reference's space does not load.
+    #[error(transparent)]
+    Space(#[from] archsmith::space::SpaceError),
+    /// The reference candidate does not validate in its space for the task's input.
+    #[error("the reference network is invalid: {}", joined(.diagnostics))]
+    Invalid { diagnostics: Vec<Diagnostic> },
+    /// The reference candidate does not compile.
+    #[error(transparent)]
+    Compile(#[from] crate::compile::CompileError),
+}
+
+/// Diagnostics on one line, as a failure's message keeps them.
+fn joined(d: &[Diagnostic]) -> String {
+    d.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn reference_net(
@@ -1141,28 +1173,19 @@ fn reference_net(
     data: &Data,
     cfg: &ProgramEval,
     act: Option<Activation>,
-) -> Result<Forward, String> {
+) -> Result<Forward, ReferenceError> {
     match &cfg.reference {
         Reference::Mlp { hidden } => Ok(mlp(vs, data, hidden, act)),
         Reference::Candidate { space, text } => {
             if act.is_some() {
-                return Err("activation functions are evaluated on an MLP reference; a candidate architecture keeps its own activations".into());
+                return Err(ReferenceError::ActivationOnCandidate);
             }
-            let space = archsmith::space::Space::load(space).map_err(|e| e.to_string())?;
+            let space = archsmith::space::Space::load(space)?;
             let (node, _) = space
                 .validate_text(text, data.input, &Default::default())
-                .map_err(|d| {
-                    format!(
-                        "the reference network is invalid: {}",
-                        d.iter()
-                            .map(|d| d.to_string())
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    )
-                })?;
+                .map_err(|diagnostics| ReferenceError::Invalid { diagnostics })?;
             let net =
-                crate::compile::compile(&vs.root(), &node, data.input, data.classes, cfg.seed)
-                    .map_err(|e| e.to_string())?;
+                crate::compile::compile(&vs.root(), &node, data.input, data.classes, cfg.seed)?;
             Ok(Box::new(move |x: &Tensor, train: bool| {
                 net.forward(x, train)
             }))
@@ -1174,28 +1197,46 @@ fn reference_net(
 /// concurrent evaluations (tests, workers) draw the same weights for the same seed.
 static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// What steps the optimizer: a built-in one (for activations) or an update rule.
-enum Stepper {
-    Builtin(nn::Optimizer),
-    Program(Box<ProgramOptimizer>),
+/// One of tch's optimizers (for activations) with the gradients clipped by
+/// [`clip_grad_norm`], as update rules' are: both kinds of program are scored under the same
+/// clipping (tch's own `clip_grad_norm` sums in float32 and rounds differently).
+struct Builtin {
+    opt: nn::Optimizer,
+    vars: Vec<Tensor>,
 }
 
-/// Builds the network and its optimizer under a fresh store.
-type Build<'a> = &'a dyn Fn(&nn::VarStore) -> Result<(Forward, Stepper), String>;
+impl Step for Builtin {
+    fn zero_grad(&mut self) {
+        self.opt.zero_grad();
+    }
 
-fn classify(e: &TchError) -> Failure {
-    let msg = e.to_string();
-    Failure {
-        reason: if msg.contains("out of memory") {
-            FailureReason::OutOfMemory
-        } else {
-            FailureReason::Runtime
-        },
-        message: msg.lines().next().unwrap_or("").to_string(),
+    fn clip_grad_norm(&mut self, max: f64) -> Result<(), TchError> {
+        clip_grad_norm(&self.vars, max)
+    }
+
+    fn step(&mut self, lr: f64) -> Result<(), TchError> {
+        Step::step(&mut self.opt, lr)
     }
 }
 
-/// Trains one network with one learning rate; failures are kept in the result.
+/// Why the network or the optimizer of a program's training cannot be built.
+#[derive(Debug, thiserror::Error)]
+enum BuildError {
+    #[error(transparent)]
+    Program(#[from] ProgramError),
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error(transparent)]
+    Optimizer(#[from] OptimizerError),
+    #[error(transparent)]
+    Torch(#[from] TchError),
+}
+
+/// Builds the network and its optimizer under a fresh store.
+type Build<'a> = &'a dyn Fn(&nn::VarStore) -> Result<(Forward, Box<dyn Step>), BuildError>;
+
+/// Trains one network with one learning rate through the shared loop; failures are kept in
+/// the result.
 fn fit(
     program: &Node,
     data: &Data,
@@ -1205,7 +1246,7 @@ fn fit(
     build: Build<'_>,
 ) -> TrainResult {
     let start = Instant::now();
-    let mut res = TrainResult {
+    let res = TrainResult {
         candidate: program.to_string(),
         hash: program.hash_hex(),
         task: data.name.clone(),
@@ -1224,183 +1265,25 @@ fn fit(
         failure: None,
         recipe: recipe.clone(),
     };
-    if recipe.threads > 0 {
-        tch::set_num_threads(recipe.threads as i32);
-    }
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        run(data, cfg, recipe, device, build, &mut res, start)
-    }));
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(f)) => res.failure = Some(f),
-        Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic in torch".into());
-            res.failure = Some(classify(&TchError::Torch(msg)));
-        }
-    }
-    res.wall_seconds = start.elapsed().as_secs_f64();
-    res.score = res.curve.last().map(|e| e.valid_score);
-    res
-}
-
-fn run(
-    data: &Data,
-    cfg: &ProgramEval,
-    r: &Recipe,
-    dev: Device,
-    build: Build<'_>,
-    res: &mut TrainResult,
-    start: Instant,
-) -> Result<(), Failure> {
-    let torch = |e: TchError| classify(&e);
-    let vs = nn::VarStore::new(dev);
-    let (net, mut opt) = {
-        let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        tch::manual_seed(cfg.seed as i64);
-        build(&vs).map_err(|message| Failure {
-            reason: FailureReason::Compile,
-            message,
-        })?
-    };
-    res.params = vs
-        .trainable_variables()
-        .iter()
-        .map(|t| t.numel() as u64)
-        .sum();
-    let vars = vs.trainable_variables();
-    let train = data.train.to_device(dev);
-    let valid = data.valid.to_device(dev);
-    let n = train.len();
-    let archsmith::train::recipe::Steps {
-        batch,
-        per_epoch,
-        total,
-        warmup,
-    } = r.steps(n);
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed_da7a);
-    let mut order: Vec<i64> = (0..n as i64).collect();
-    let mut step = 0u64;
-    let mut first_loss = None;
-    let train_start = Instant::now();
-    let mut epoch = 0;
-    while step < total {
-        epoch += 1;
-        order.shuffle(&mut rng);
-        let perm = Tensor::from_slice(&order).to_device(dev);
-        let (mut loss_sum, mut loss_n, mut lr) = (0.0, 0usize, r.lr);
-        for b in 0..per_epoch {
-            if step >= total {
-                break;
-            }
-            lr = r.lr_at(step, total, warmup);
-            let idx = perm.narrow(0, (b as usize * batch) as i64, batch as i64);
-            let x = train.x.f_index_select(0, &idx).map_err(torch)?;
-            let y = train.y.f_index_select(0, &idx).map_err(torch)?;
-            let loss = net(&x, true)
-                .and_then(|l| {
-                    l.f_cross_entropy_loss::<Tensor>(
-                        &y,
-                        None,
-                        Reduction::Mean,
-                        -100,
-                        r.label_smoothing,
-                    )
-                })
-                .map_err(torch)?;
-            let l = loss.f_double_value(&[]).map_err(torch)?;
-            let first = *first_loss.get_or_insert(l);
-            if !l.is_finite() || l > (first * cfg.explode).max(1e4) {
-                return Err(Failure {
-                    reason: FailureReason::NonFinite,
-                    message: if l.is_finite() {
-                        format!("the training loss exploded to {l:.3e} at step {} (first step {first:.3}), lr {lr:.3e}", step + 1)
-                    } else {
-                        format!(
-                            "the training loss became {l} at step {}, lr {lr:.3e}",
-                            step + 1
-                        )
-                    },
-                });
-            }
-            match &mut opt {
-                Stepper::Builtin(o) => o.zero_grad(),
-                Stepper::Program(o) => o.zero_grad(),
-            }
-            loss.f_backward().map_err(torch)?;
-            if let Some(c) = r.grad_clip {
-                clip_grad_norm(&vars, c).map_err(torch)?;
-            }
-            match &mut opt {
-                Stepper::Builtin(o) => {
-                    o.set_lr(lr);
-                    o.step();
-                }
-                Stepper::Program(o) => o.step(lr).map_err(torch)?,
-            }
-            step += 1;
-            res.steps = step;
-            loss_sum += l;
-            loss_n += 1;
-        }
-        let (valid_loss, valid_score) = evaluate(&net, &valid, r.eval_batch_size).map_err(torch)?;
-        res.curve.push(Epoch {
-            epoch,
-            steps: step,
-            train_loss: loss_sum / loss_n.max(1) as f64,
-            valid_loss,
-            valid_score,
-            lr,
-            seconds: start.elapsed().as_secs_f64(),
-        });
-        res.steps_per_second = step as f64 / train_start.elapsed().as_secs_f64().max(1e-9);
-        if !valid_loss.is_finite() {
-            return Err(Failure {
-                reason: FailureReason::NonFinite,
-                message: format!("the validation loss became {valid_loss} after epoch {epoch}"),
-            });
-        }
-        if let Some(limit) = r.time_limit_secs {
-            if start.elapsed().as_secs_f64() > limit {
-                return Err(Failure {
-                    reason: FailureReason::TimeLimit,
-                    message: format!("stopped after {:.1} s (limit {limit:.1} s) at step {step} of {total}; the curve so far is kept", start.elapsed().as_secs_f64()),
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
-fn evaluate(net: &Forward, s: &Split, batch: usize) -> Result<(f64, f64), TchError> {
-    let n = s.len();
-    if n == 0 {
-        return Ok((f64::NAN, 0.0));
-    }
-    let (mut loss, mut correct) = (0.0, 0i64);
-    tch::no_grad(|| -> Result<(), TchError> {
-        let mut i = 0;
-        while i < n {
-            let len = batch.max(1).min(n - i);
-            let x = s.x.narrow(0, i as i64, len as i64);
-            let y = s.y.narrow(0, i as i64, len as i64);
-            let logits = net(&x, false)?;
-            loss += logits
-                .f_cross_entropy_loss::<Tensor>(&y, None, Reduction::Sum, -100, 0.0)?
-                .f_double_value(&[])?;
-            correct += logits
-                .f_argmax(-1, false)?
-                .f_eq_tensor(&y)?
-                .f_sum(tch::Kind::Int64)?
-                .f_int64_value(&[])?;
-            i += len;
-        }
-        Ok(())
-    })?;
-    Ok((loss / n as f64, correct as f64 / n as f64))
+    trainer::guarded(res, start, recipe, |res| {
+        let vs = nn::VarStore::new(device);
+        let (net, mut opt) = {
+            let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            tch::manual_seed(cfg.seed as i64);
+            build(&vs).map_err(|e| Failure {
+                reason: FailureReason::Compile,
+                message: e.to_string(),
+            })?
+        };
+        res.params = count_params(&vs);
+        let opts = Fit {
+            recipe,
+            seed: cfg.seed,
+            device,
+            divergence: Divergence::Explode(cfg.explode),
+        };
+        trainer::fit(&net, opt.as_mut(), data, &opts, &mut Quiet, res, start)
+    })
 }
 
 /// Per learning rate of the grid: its score, or why it failed.
@@ -1513,24 +1396,10 @@ pub fn evaluate_activation_grid(
     let act = Activation::compile(node);
     over_grid(&lrs, &recipe, |r| {
         fit(node, data, cfg, r, device, &|vs| {
-            let act = act.clone().map_err(|e| e.to_string())?;
-            let net = reference_net(vs, data, cfg, Some(act))?;
-            let opt = match r.optimizer {
-                Optimizer::Sgd => nn::Sgd {
-                    momentum: r.momentum,
-                    dampening: 0.0,
-                    wd: r.weight_decay,
-                    nesterov: r.nesterov && r.momentum > 0.0,
-                }
-                .build(vs, r.lr),
-                Optimizer::AdamW => nn::AdamW {
-                    wd: r.weight_decay,
-                    ..Default::default()
-                }
-                .build(vs, r.lr),
-            }
-            .map_err(|e| e.to_string())?;
-            Ok((net, Stepper::Builtin(opt)))
+            let net = reference_net(vs, data, cfg, Some(act.clone()?))?;
+            let opt = trainer::optimizer(vs, r)?;
+            let vars = vs.trainable_variables();
+            Ok((net, Box::new(Builtin { opt, vars }) as Box<dyn Step>))
         })
     })
 }
@@ -1552,10 +1421,10 @@ pub fn evaluate_optimizer_grid(
     };
     over_grid(&lrs, &recipe, |r| {
         fit(node, data, cfg, r, device, &|vs| {
-            let rule = Rule::compile(node).map_err(|e| e.to_string())?;
+            let rule = Rule::compile(node)?;
             let net = reference_net(vs, data, cfg, None)?;
             let opt = ProgramOptimizer::new(rule, vs.trainable_variables(), cfg.hyper)?;
-            Ok((net, Stepper::Program(Box::new(opt))))
+            Ok((net, Box::new(opt) as Box<dyn Step>))
         })
     })
 }

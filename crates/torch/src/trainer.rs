@@ -1,7 +1,13 @@
-//! The training loop: compile, check budgets, train with the recipe, score on the validation
-//! split each epoch, and return a result. Failures (non-finite loss, limits, out of memory,
-//! time) are results with a reason, never panics; an observer sees every epoch and may stop
-//! training early (for successive halving).
+//! The training loop, one for networks and programs: compile, check budgets, train with the
+//! recipe, score on the validation split each epoch, and return a result. Failures (non-finite
+//! loss, limits, out of memory, time) are results with a reason, never panics; an observer sees
+//! every epoch and may stop training early (for successive halving).
+//!
+//! The loop ([`fit`]) is generic over what it trains, a [`Model`] giving logits for a batch,
+//! and over what steps it, a [`Step`]: a compiled candidate with one of tch's optimizers
+//! ([`train`]), or a reference network with an activation or an update rule under test
+//! ([`crate::program`]). Both get the same precision, time limit, divergence checks and
+//! failure classification.
 
 use crate::compile::{compile_with, count_params, CompileOptions, Network};
 use crate::data::{Data, Split};
@@ -44,6 +50,99 @@ impl Default for TrainOptions {
     }
 }
 
+/// What the loop trains: logits for a batch of inputs.
+pub trait Model {
+    /// Float32 (or float64) logits for `x`; `train` selects training behaviour (batch
+    /// statistics in BatchNorm). Under mixed precision `x` is bf16.
+    fn logits(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError>;
+}
+
+impl Model for Network {
+    fn logits(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
+        self.forward(x, train)
+    }
+}
+
+impl<F> Model for F
+where
+    F: Fn(&Tensor, bool) -> Result<Tensor, TchError>,
+{
+    fn logits(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
+        self(x, train)
+    }
+}
+
+/// What steps the parameters once their gradients are in: tch's optimizers, or an update rule
+/// ([`crate::program::ProgramOptimizer`]).
+pub trait Step {
+    /// Clears the gradients before the backward pass.
+    fn zero_grad(&mut self);
+    /// Scales the gradients so that their global norm is at most `max`.
+    fn clip_grad_norm(&mut self, max: f64) -> Result<(), TchError>;
+    /// Updates the parameters from their gradients at learning rate `lr`.
+    fn step(&mut self, lr: f64) -> Result<(), TchError>;
+}
+
+impl Step for nn::Optimizer {
+    fn zero_grad(&mut self) {
+        nn::Optimizer::zero_grad(self)
+    }
+
+    fn clip_grad_norm(&mut self, max: f64) -> Result<(), TchError> {
+        nn::Optimizer::clip_grad_norm(self, max);
+        Ok(())
+    }
+
+    fn step(&mut self, lr: f64) -> Result<(), TchError> {
+        self.set_lr(lr);
+        nn::Optimizer::step(self);
+        Ok(())
+    }
+}
+
+/// When a training loss counts as divergence, beyond not being finite.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Divergence {
+    /// Only a loss that is not finite (networks).
+    NonFinite,
+    /// Also a loss above this many times the first step's (and above 1e4). The messages name
+    /// the learning rate, which a program's grid varies.
+    Explode(f64),
+}
+
+impl Divergence {
+    /// Fails the training when the loss `l` of step `step` (1-based, at learning rate `lr`)
+    /// diverged; `first` is the first step's loss.
+    fn check(self, l: f64, first: f64, step: u64, lr: f64) -> Result<(), Failure> {
+        let message = match self {
+            Divergence::NonFinite if !l.is_finite() => {
+                format!("the training loss became {l} at step {step}")
+            }
+            Divergence::Explode(_) if !l.is_finite() => {
+                format!("the training loss became {l} at step {step}, lr {lr:.3e}")
+            }
+            Divergence::Explode(k) if l > (first * k).max(1e4) => format!(
+                "the training loss exploded to {l:.3e} at step {step} (first step {first:.3}), lr {lr:.3e}"
+            ),
+            _ => return Ok(()),
+        };
+        Err(Failure {
+            reason: FailureReason::NonFinite,
+            message,
+        })
+    }
+}
+
+/// How [`fit`] runs, beyond the model and the optimizer.
+#[derive(Clone, Copy, Debug)]
+pub struct Fit<'a> {
+    pub recipe: &'a Recipe,
+    /// Seeds the shuffling.
+    pub seed: u64,
+    pub device: Device,
+    pub divergence: Divergence,
+}
+
 /// Estimated bytes of training memory: weights, gradients and optimiser state, plus the
 /// activations of one batch kept for the backward pass (twice, for their gradients).
 pub fn memory_estimate(analysis: &Analysis, recipe: &Recipe) -> u64 {
@@ -60,11 +159,9 @@ pub fn memory_estimate(analysis: &Analysis, recipe: &Recipe) -> u64 {
     p + act
 }
 
-enum Stop {
-    Fail(Failure),
-}
-
-fn classify(e: &TchError) -> Failure {
+/// A torch error as a failure: out of memory, or another runtime error, with the message's
+/// first line.
+pub(crate) fn classify(e: &TchError) -> Failure {
     let msg = e.to_string();
     let first = msg.lines().next().unwrap_or("").to_string();
     let oom = msg.contains("out of memory") || msg.contains("CUDA out of memory");
@@ -85,6 +182,27 @@ fn panic_failure(p: Box<dyn std::any::Any + Send>) -> Failure {
         .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_else(|| "unknown panic in torch".into());
     classify(&TchError::Torch(msg))
+}
+
+/// Runs a training, `body`, on `res`: sets the recipe's thread count, keeps a failure (or a
+/// panic in torch, as a failure) in the result, and settles its time and score.
+pub(crate) fn guarded(
+    mut res: TrainResult,
+    start: Instant,
+    recipe: &Recipe,
+    body: impl FnOnce(&mut TrainResult) -> Result<(), Failure>,
+) -> TrainResult {
+    if recipe.threads > 0 {
+        tch::set_num_threads(recipe.threads as i32);
+    }
+    match catch_unwind(AssertUnwindSafe(|| body(&mut res))) {
+        Ok(Ok(())) => {}
+        Ok(Err(f)) => res.failure = Some(f),
+        Err(p) => res.failure = Some(panic_failure(p)),
+    }
+    res.wall_seconds = start.elapsed().as_secs_f64();
+    res.score = res.curve.last().map(|e| e.valid_score);
+    res
 }
 
 /// Trains the validated candidate `node` (with its `analysis` for `data.input` and
@@ -113,7 +231,7 @@ pub fn train_saving(
     let r = &opts.recipe;
     let params =
         analysis.params + archsmith::space::check::head_params(analysis.output, data.classes);
-    let mut res = TrainResult {
+    let res = TrainResult {
         candidate: node.to_string(),
         hash: node.hash_hex(),
         task: data.name.clone(),
@@ -170,22 +288,13 @@ pub fn train_saving(
             ),
         );
     }
-    if r.threads > 0 {
-        tch::set_num_threads(r.threads as i32);
-    }
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
-        run(node, data, opts, obs, &mut res, start, save_to)
-    }));
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(Stop::Fail(f))) => res.failure = Some(f),
-        Err(p) => res.failure = Some(panic_failure(p)),
-    }
-    res.wall_seconds = start.elapsed().as_secs_f64();
-    res.score = res.curve.last().map(|e| e.valid_score);
-    res
+    guarded(res, start, r, |res| {
+        run(node, data, opts, obs, res, start, save_to)
+    })
 }
 
+/// Compiles the candidate, builds the recipe's optimizer, trains, then saves the weights and
+/// scores the test split when asked.
 fn run(
     node: &Node,
     data: &Data,
@@ -194,7 +303,7 @@ fn run(
     res: &mut TrainResult,
     start: Instant,
     save_to: Option<&std::path::Path>,
-) -> Result<(), Stop> {
+) -> Result<(), Failure> {
     let r = &opts.recipe;
     let dev = opts.device;
     let vs = nn::VarStore::new(dev);
@@ -202,14 +311,12 @@ fn run(
         fuse: archsmith::space::fuse::from_env(r.fuse),
     };
     let net = compile_with(&vs.root(), node, data.input, data.classes, opts.seed, copts).map_err(
-        |e| {
-            Stop::Fail(Failure {
-                reason: match &e {
-                    crate::compile::CompileError::Torch { source, .. } => classify(source).reason,
-                    _ => FailureReason::Compile,
-                },
-                message: e.to_string(),
-            })
+        |e| Failure {
+            reason: match &e {
+                crate::compile::CompileError::Torch { source, .. } => classify(source).reason,
+                _ => FailureReason::Compile,
+            },
+            message: e.to_string(),
         },
     )?;
     let counted = count_params(&vs);
@@ -218,23 +325,60 @@ fn run(
         "compiled parameters differ from the validator's"
     );
     res.params = counted;
-    let torch = |e: TchError| Stop::Fail(classify(&e));
-    let mut opt = match r.optimizer {
+    let mut opt = optimizer(&vs, r).map_err(|e| classify(&e))?;
+    let fit_opts = Fit {
+        recipe: r,
+        seed: opts.seed,
+        device: dev,
+        divergence: Divergence::NonFinite,
+    };
+    fit(&net, &mut opt, data, &fit_opts, obs, res, start)?;
+    if let Some(p) = save_to {
+        if let Err(e) = vs.save(p) {
+            tracing::warn!(path = %p.display(), error = %e, "cannot save the trained weights");
+        }
+    }
+    if opts.test {
+        let test = data.test.to_device(dev);
+        let bf16 = r.precision == Precision::Bf16;
+        res.test_score = Some(evaluate(&net, &test, r.eval_batch_size, bf16)?.1);
+    }
+    Ok(())
+}
+
+/// The recipe's optimizer over the trainable variables of `vs`.
+pub(crate) fn optimizer(vs: &nn::VarStore, r: &Recipe) -> Result<nn::Optimizer, TchError> {
+    match r.optimizer {
         Optimizer::Sgd => nn::Sgd {
             momentum: r.momentum,
             dampening: 0.0,
             wd: r.weight_decay,
             nesterov: r.nesterov && r.momentum > 0.0,
         }
-        .build(&vs, r.lr),
+        .build(vs, r.lr),
         Optimizer::AdamW => nn::AdamW {
             wd: r.weight_decay,
             ..Default::default()
         }
-        .build(&vs, r.lr),
+        .build(vs, r.lr),
     }
-    .map_err(torch)?;
+}
 
+/// Trains `model` with `opt` on `data`'s training split for the recipe's steps, scoring the
+/// validation split after every epoch. Fills in `res`'s curve, steps and speed; `start` is
+/// when the training began, for the time limit.
+pub fn fit(
+    model: &dyn Model,
+    opt: &mut dyn Step,
+    data: &Data,
+    f: &Fit<'_>,
+    obs: &mut dyn Observer,
+    res: &mut TrainResult,
+    start: Instant,
+) -> Result<(), Failure> {
+    let r = f.recipe;
+    let dev = f.device;
+    let torch = |e: TchError| classify(&e);
     let train = data.train.to_device(dev);
     let valid = data.valid.to_device(dev);
     let n = train.len();
@@ -245,12 +389,13 @@ fn run(
         warmup,
     } = r.steps(n);
     let bf16 = r.precision == Precision::Bf16;
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5eed_da7a);
+    let mut rng = ChaCha8Rng::seed_from_u64(f.seed ^ 0x5eed_da7a);
     let mut order: Vec<i64> = (0..n as i64).collect();
     let mut step = 0u64;
     let mut epoch = 0usize;
+    let mut first_loss = None;
     let train_start = Instant::now();
-    'outer: while step < total {
+    while step < total {
         epoch += 1;
         order.shuffle(&mut rng);
         let perm = Tensor::from_slice(&order).to_device(dev);
@@ -262,28 +407,27 @@ fn run(
                 break;
             }
             lr = r.lr_at(step, total, warmup);
-            opt.set_lr(lr);
             let idx = perm.narrow(0, (b as usize * batch) as i64, batch as i64);
             let x = train.x.f_index_select(0, &idx).map_err(torch)?;
-            let x = if bf16 { x.to_kind(Kind::BFloat16) } else { x };
+            let x = if bf16 {
+                x.f_to_kind(Kind::BFloat16).map_err(torch)?
+            } else {
+                x
+            };
             let y = train.y.f_index_select(0, &idx).map_err(torch)?;
-            let logits = net.forward(&x, true).map_err(torch)?;
+            let logits = model.logits(&x, true).map_err(torch)?;
             let loss = logits
                 .f_cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, r.label_smoothing)
                 .map_err(torch)?;
             let l = loss.f_double_value(&[]).map_err(torch)?;
-            if !l.is_finite() {
-                return Err(Stop::Fail(Failure {
-                    reason: FailureReason::NonFinite,
-                    message: format!("the training loss became {l} at step {}", step + 1),
-                }));
-            }
+            let first = *first_loss.get_or_insert(l);
+            f.divergence.check(l, first, step + 1, lr)?;
             opt.zero_grad();
             loss.f_backward().map_err(torch)?;
             if let Some(c) = r.grad_clip {
-                opt.clip_grad_norm(c);
+                opt.clip_grad_norm(c).map_err(torch)?;
             }
-            opt.step();
+            opt.step(lr).map_err(torch)?;
             step += 1;
             res.steps = step;
             loss_sum += l;
@@ -296,7 +440,7 @@ fn run(
                 }
             }
         }
-        let (valid_loss, valid_score) = evaluate(&net, &valid, r.eval_batch_size, bf16)?;
+        let (valid_loss, valid_score) = evaluate(model, &valid, r.eval_batch_size, bf16)?;
         let e = Epoch {
             epoch,
             steps: step,
@@ -309,55 +453,55 @@ fn run(
         res.curve.push(e.clone());
         res.steps_per_second = step as f64 / train_start.elapsed().as_secs_f64().max(1e-9);
         if !valid_loss.is_finite() {
-            return Err(Stop::Fail(Failure {
+            return Err(Failure {
                 reason: FailureReason::NonFinite,
                 message: format!("the validation loss became {valid_loss} after epoch {epoch}"),
-            }));
+            });
         }
         if timed_out {
-            return Err(Stop::Fail(Failure {
+            return Err(Failure {
                 reason: FailureReason::TimeLimit,
                 message: format!(
                     "stopped after {:.1} s (limit {:.1} s) at step {step} of {total}; the curve so far is kept",
                     start.elapsed().as_secs_f64(),
                     r.time_limit_secs.unwrap_or(0.0)
                 ),
-            }));
+            });
         }
         if obs.epoch(&e) == Flow::Stop {
             res.stopped_early = step < total;
-            break 'outer;
+            break;
         }
-    }
-    if let Some(p) = save_to {
-        if let Err(e) = vs.save(p) {
-            tracing::warn!(path = %p.display(), error = %e, "cannot save the trained weights");
-        }
-    }
-    if opts.test {
-        let test = data.test.to_device(dev);
-        res.test_score = Some(evaluate(&net, &test, r.eval_batch_size, bf16)?.1);
     }
     Ok(())
 }
 
-/// Mean loss and accuracy on a split, in evaluation mode.
-fn evaluate(net: &Network, s: &Split, batch: usize, bf16: bool) -> Result<(f64, f64), Stop> {
-    let torch = |e: TchError| Stop::Fail(classify(&e));
+/// Mean loss and accuracy of `model` on a split, in evaluation mode, in batches of `batch`.
+pub fn evaluate(
+    model: &dyn Model,
+    s: &Split,
+    batch: usize,
+    bf16: bool,
+) -> Result<(f64, f64), Failure> {
+    let torch = |e: TchError| classify(&e);
     let n = s.len();
     if n == 0 {
         return Ok((f64::NAN, 0.0));
     }
     let batch = batch.max(1);
     let (mut loss, mut correct) = (0.0, 0i64);
-    tch::no_grad(|| -> Result<(), Stop> {
+    tch::no_grad(|| -> Result<(), Failure> {
         let mut i = 0;
         while i < n {
             let len = batch.min(n - i);
             let x = s.x.narrow(0, i as i64, len as i64);
-            let x = if bf16 { x.to_kind(Kind::BFloat16) } else { x };
+            let x = if bf16 {
+                x.f_to_kind(Kind::BFloat16).map_err(torch)?
+            } else {
+                x
+            };
             let y = s.y.narrow(0, i as i64, len as i64);
-            let logits = net.forward(&x, false).map_err(torch)?;
+            let logits = model.logits(&x, false).map_err(torch)?;
             let l = logits
                 .f_cross_entropy_loss::<Tensor>(&y, None, Reduction::Sum, -100, 0.0)
                 .map_err(torch)?;

@@ -182,7 +182,15 @@ pub fn serve(input: &mut dyn BufRead, out: &mut dyn Write) -> std::io::Result<()
     }
 }
 
+/// Why a job given on the command line cannot be run.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The text is not a job description (JSON of a [`JobSpec`]).
+    #[error("the job is not a valid job description: {0}")]
+    Invalid(#[source] serde_json::Error),
+}
+
 /// Parses a job given on the command line, naming what is wrong with it.
-pub fn parse_job(text: &str) -> Result<JobSpec, String> {
-    serde_json::from_str(text).map_err(|e| format!("the job is not a valid job description: {e}"))
+pub fn parse_job(text: &str) -> Result<JobSpec, JobError> {
+    serde_json::from_str(text).map_err(JobError::Invalid)
 }

@@ -1,13 +1,15 @@
 //! Programs run with libtorch: the seeds written as programs do what the library does (the
 //! optimizers' parameter updates over many steps, the activations' values and gradients), and
-//! a short evaluation of each kind runs on the CPU, diverging programs failing with a reason.
+//! a short evaluation of each kind runs on the CPU, diverging programs failing with a reason,
+//! and programs train under bf16 and the time limit as networks do.
 
 use archsmith::space::{parse_one, Node, Space};
-use archsmith::train::{FailureReason, Recipe, Task};
+use archsmith::train::{FailureReason, Precision, Quiet, Recipe, Task, TrainResult};
 use archsmith_torch::program::{
-    evaluate_activation, evaluate_optimizer, Activation, Hyper, ProgramEval, ProgramOptimizer, Rule,
+    evaluate_activation, evaluate_optimizer, Activation, Hyper, ProgramEval, ProgramOptimizer,
+    Reference, Rule,
 };
-use archsmith_torch::TaskData;
+use archsmith_torch::{TaskData, TrainOptions};
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Reduction, Tensor};
 
@@ -309,4 +311,105 @@ fn diverging_programs_fail_with_their_reason() {
         "{}",
         f.message
     );
+}
+
+/// Trains something with a recipe.
+type Trains<'a> = dyn Fn(&Recipe) -> TrainResult + 'a;
+
+/// One epoch of `tiny`'s recipe at precision `p`.
+fn one_epoch(recipe: &Recipe, p: Precision) -> Recipe {
+    Recipe {
+        precision: p,
+        max_steps: Some(16),
+        ..recipe.clone()
+    }
+}
+
+#[test]
+fn programs_train_under_bf16_as_networks_do() {
+    let _serial = serial();
+    let (data, recipe) = tiny();
+    let (bf16, fp32) = (
+        one_epoch(&recipe, Precision::Bf16),
+        one_epoch(&recipe, Precision::Fp32),
+    );
+    let mlp2 = Space::load("mlp")
+        .unwrap()
+        .seed("mlp2")
+        .unwrap()
+        .text
+        .clone();
+    let (node, analysis) = Space::load("mlp")
+        .unwrap()
+        .validate_text(&mlp2, data.input, &Default::default())
+        .unwrap();
+    let network = |r: &Recipe| {
+        let opts = TrainOptions {
+            recipe: r.clone(),
+            ..TrainOptions::default()
+        };
+        archsmith_torch::train(&node, &analysis, &data, &opts, &mut Quiet)
+    };
+    let on_mlp = ProgramEval {
+        lrs: vec![1e-2],
+        ..ProgramEval::default()
+    };
+    let on_candidate = ProgramEval {
+        reference: Reference::Candidate {
+            space: "mlp".into(),
+            text: mlp2.clone(),
+        },
+        ..on_mlp.clone()
+    };
+    let adam = seed("optimizer", "adam");
+    let swish = seed("activation", "swish");
+    let runs: [(&str, &Trains); 4] = [
+        ("a network", &network),
+        ("adam on the MLP", &|r| {
+            evaluate_optimizer(&adam, &data, r, &on_mlp, Device::Cpu)
+        }),
+        ("adam on a candidate", &|r| {
+            evaluate_optimizer(&adam, &data, r, &on_candidate, Device::Cpu)
+        }),
+        ("swish on the MLP", &|r| {
+            evaluate_activation(&swish, &data, r, &on_mlp, Device::Cpu)
+        }),
+    ];
+    for (name, run) in runs {
+        let (b, f) = (run(&bf16), run(&fp32));
+        assert!(b.ok(), "{name} under bf16: {:?}", b.failure);
+        assert!(f.ok(), "{name} under fp32: {:?}", f.failure);
+        assert_eq!((b.steps, b.curve.len()), (16, 1), "{name}");
+        let (vb, vf) = (b.curve[0].valid_loss, f.curve[0].valid_loss);
+        assert!(vb.is_finite(), "{name}: bf16 validation loss {vb}");
+        // Rounding to bf16 moves the loss: the precision took effect.
+        assert_ne!(vb, vf, "{name}: bf16 and fp32 give the same loss");
+        assert!((vb - vf).abs() < 0.1, "{name}: bf16 {vb} vs fp32 {vf}");
+    }
+}
+
+#[test]
+fn programs_stop_within_the_epoch_at_the_time_limit() {
+    let _serial = serial();
+    let (data, recipe) = tiny();
+    let recipe = Recipe {
+        time_limit_secs: Some(0.0),
+        ..recipe
+    };
+    let cfg = ProgramEval {
+        lrs: vec![1e-2],
+        ..ProgramEval::default()
+    };
+    let r = evaluate_optimizer(
+        &seed("optimizer", "adam"),
+        &data,
+        &recipe,
+        &cfg,
+        Device::Cpu,
+    );
+    let f = r.failure.expect("a zero time limit should stop training");
+    assert_eq!(f.reason, FailureReason::TimeLimit, "{}", f.message);
+    // As for networks: the limit is checked after every step, and the partial epoch scored.
+    assert_eq!(r.steps, 1);
+    assert_eq!(r.curve.len(), 1);
 }
