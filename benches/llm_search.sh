@@ -67,11 +67,12 @@ for s in $STRATEGIES; do
         "$BIN" run --config "$CFG" --strategy "$s" --seed "$seed" --name "$s" >"$OUT/$s-$seed.out" 2>"$OUT/$s-$seed.err" || {
             echo "| $s | $seed | FAILED (see $OUT/$s-$seed.err) | | | |"; continue; }
         dir="$(sed -n 's/^run folder: //p' "$OUT/$s-$seed.err" | tail -1)"
-        json="$("$BIN" show "$dir" --format json)"
-        python3 - "$s" "$seed" "$(( $(date +%s) - t0 ))" <<<"$json" <<'PY'
+        "$BIN" show "$dir" --format json >"$OUT/$s-$seed.json"
+        # The program comes on stdin, so the run's JSON comes as a file.
+        python3 - "$s" "$seed" "$(( $(date +%s) - t0 ))" "$OUT/$s-$seed.json" <<'PY'
 import json, sys
-r = json.load(sys.stdin)["run"]
-s, seed, secs = sys.argv[1:4]
+s, seed, secs, path = sys.argv[1:5]
+r = json.load(open(path))["run"]
 src = r.get("sources", {})
 model = src.get("model_valid", 0) + src.get("repair_valid", 0)
 best = r.get("best_score")
