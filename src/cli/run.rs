@@ -337,20 +337,16 @@ fn go(p: Prepared) -> Result<ExitStatus> {
     install_ctrl_c();
     let outcome: Outcome = match p.run(progress) {
         Ok(o) => o,
-        Err(e) => {
-            return match e.downcast_ref::<RunError>() {
-                Some(RunError::Interrupted { .. }) => {
-                    eprintln!("{e}");
-                    Ok(ExitStatus::Interrupted)
-                }
-                // Not an error: the run waits for its executor or model server to come back.
-                Some(RunError::Paused { .. }) => {
-                    eprintln!("{}", archsmith::text::for_terminal(&e.to_string(), 2000));
-                    Ok(ExitStatus::Paused)
-                }
-                _ => Err(e),
-            };
+        Err(e @ RunError::Interrupted { .. }) => {
+            eprintln!("{e}");
+            return Ok(ExitStatus::Interrupted);
         }
+        // Not an error: the run waits for its executor or model server to come back.
+        Err(e @ RunError::Paused { .. }) => {
+            eprintln!("{}", archsmith::text::for_terminal(&e.to_string(), 2000));
+            return Ok(ExitStatus::Paused);
+        }
+        Err(e) => return Err(e.into()),
     };
     eprintln!(
         "{}: {} after {} evaluations; best {}{}",
