@@ -25,8 +25,9 @@ pub struct ValidCandidate {
 }
 
 /// A candidate that did not: the validator's diagnostics, and the same as the text a repair
-/// prompt shows the model.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// prompt shows the model. As an error, it reads as that text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct InvalidCandidate {
     /// The candidate as the diagnostics see it: [`prompt_form`] of the text, so that a
     /// position such as `1:37` points into what the repair prompt shows.

@@ -8,7 +8,7 @@ use crate::search::evolution::EvolutionConfig;
 use crate::search::llm::LlmStrategyConfig;
 use crate::search::llm_evolution::LlmEvolutionConfig;
 use crate::space::{CheckOptions, Limits, Shape, Space};
-use crate::train::{Recipe, Task};
+use crate::train::{Recipe, Task, TaskError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -428,17 +428,17 @@ impl Settings {
         if self.fidelity.successive_halving && self.fidelity.eta < 2 {
             return bad("fidelity.eta", "must be at least 2".into());
         }
-        if let Err(m) = self.strategy.evolution.validate() {
-            return bad("strategy.evolution", m);
+        if let Err(e) = self.strategy.evolution.validate() {
+            return bad("strategy.evolution", e.to_string());
         }
-        if let Err(m) = self.strategy.bo.validate() {
-            return bad("strategy.bo", m);
+        if let Err(e) = self.strategy.bo.validate() {
+            return bad("strategy.bo", e.to_string());
         }
-        if let Err(m) = self.strategy.llm.validate() {
-            return bad("strategy.llm", m);
+        if let Err(e) = self.strategy.llm.validate() {
+            return bad("strategy.llm", e.to_string());
         }
-        if let Err(m) = self.strategy.llm_evolution.validate() {
-            return bad("strategy.llm_evolution", m);
+        if let Err(e) = self.strategy.llm_evolution.validate() {
+            return bad("strategy.llm_evolution", e.to_string());
         }
         // Whether an asked-for GPU exists is for the training program to say (the workers
         // resolve the device; see `exec::local`): here, that the name is one.
@@ -615,13 +615,13 @@ impl Experiment {
         } else {
             None
         };
-        let task = task_from(&t.name, sizes).map_err(|e| invalid("task.name", e))?;
+        let task = task_from(&t.name, sizes).map_err(|e| invalid("task.name", e.to_string()))?;
         if let Some(d) = task.lookup() {
             check_lookup_settings(&settings, space.name(), d)
                 .map_err(|(field, m)| invalid(field, m))?;
         }
-        let recipe =
-            merge_recipe(&task.recipe, &t.recipe).map_err(|m| invalid("task.recipe", m))?;
+        let recipe = merge_recipe(&task.recipe, &t.recipe)
+            .map_err(|e| invalid("task.recipe", e.to_string()))?;
         recipe
             .validate()
             .map_err(|(field, m)| invalid(&format!("task.recipe.{field}"), m))?;
@@ -658,30 +658,41 @@ impl Experiment {
 
 /// A task by name, with a synthetic task's split sizes (train, valid, test) when given: what
 /// the loop and its workers both resolve.
-pub fn task_from(name: &str, sizes: Option<(usize, usize, usize)>) -> Result<Task, String> {
-    let task = Task::resolve(name).map_err(|e| e.to_string())?;
+pub fn task_from(name: &str, sizes: Option<(usize, usize, usize)>) -> Result<Task, TaskError> {
+    let task = Task::resolve(name)?;
     Ok(match sizes {
         Some((a, b, c)) => match &task.source {
             crate::train::task::Source::Synthetic { .. } => task.with_sizes(a, b, c),
             _ => {
-                return Err(format!(
-                    "split sizes apply to synthetic tasks only, not {name}"
-                ))
+                return Err(TaskError::NotSynthetic {
+                    name: name.to_string(),
+                })
             }
         },
         None => task,
     })
 }
 
+/// Why recipe overrides do not make a recipe.
+#[derive(Debug, thiserror::Error)]
+pub enum RecipeError {
+    /// The base recipe does not serialise (a bug, not the user's).
+    #[error("{0}")]
+    Base(toml::ser::Error),
+    /// An override is an unknown field or a value of the wrong type.
+    #[error("{}", .0.to_string().trim_end())]
+    Override(toml::de::Error),
+}
+
 /// The task's recipe with `overrides` laid over it field by field; unknown fields are errors.
-pub fn merge_recipe(base: &Recipe, overrides: &toml::Table) -> Result<Recipe, String> {
-    let mut v = toml::Table::try_from(base).map_err(|e| e.to_string())?;
+pub fn merge_recipe(base: &Recipe, overrides: &toml::Table) -> Result<Recipe, RecipeError> {
+    let mut v = toml::Table::try_from(base).map_err(RecipeError::Base)?;
     for (k, val) in overrides {
         v.insert(k.clone(), val.clone());
     }
     toml::Value::Table(v)
         .try_into::<Recipe>()
-        .map_err(|e| e.to_string().trim_end().to_string())
+        .map_err(RecipeError::Override)
 }
 
 /// Checks that a run's settings suit a look-up task on `d`, and that its table is installed.
@@ -757,7 +768,10 @@ mod tests {
         assert_eq!(r.epochs, 1);
         assert_eq!(r.lr, base.lr);
         t.insert("epoch".into(), toml::Value::Integer(1));
-        assert!(merge_recipe(&base, &t).unwrap_err().contains("epoch"));
+        assert!(merge_recipe(&base, &t)
+            .unwrap_err()
+            .to_string()
+            .contains("epoch"));
     }
 
     #[test]

@@ -879,9 +879,9 @@ impl<'a> Runner<'a> {
                 predicted: p.predicted.filter(|x| x.is_finite()),
             }))?;
         let (verdict, message, queued) = match (&p.checked, &hash) {
-            (Err(m), _) => {
+            (Err(invalid), _) => {
                 self.state.invalid += 1;
-                (Verdict::Invalid, Some(m.clone()), None)
+                (Verdict::Invalid, Some(invalid.message.clone()), None)
             }
             (Ok(_), Some(h)) if self.state.history.seen(h) => (
                 Verdict::Duplicate,
