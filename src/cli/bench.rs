@@ -7,7 +7,7 @@ use archsmith::exit::ExitStatus;
 use archsmith::report::compare;
 use archsmith::run::{Settings, StrategyKind};
 use archsmith::train::lookup::DATASETS;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -67,7 +67,19 @@ pub fn run(a: BenchArgs) -> Result<ExitStatus> {
     let strategies = a
         .strategies
         .split(',')
-        .map(|s| s.trim().parse::<StrategyKind>().map_err(anyhow::Error::msg))
+        .map(|s| {
+            let s = s.trim();
+            StrategyKind::from_str(s, false).map_err(|_| {
+                anyhow::anyhow!(
+                    "unknown strategy `{s}`; known: {}",
+                    StrategyKind::value_variants()
+                        .iter()
+                        .map(|k| k.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
     if strategies.contains(&StrategyKind::Auto) {
         bail!("name the strategies to compare; `auto` is not one");

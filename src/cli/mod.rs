@@ -1,7 +1,7 @@
 //! Command-line parsing and the commands. No logic a library user would need lives here: each
 //! command reads its inputs, calls the library, and prints.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use archsmith::exit::ExitStatus;
 use archsmith::space::{CheckOptions, Diagnostic, Limits, Node, Shape, Space};
 use clap::{Args, Parser, Subcommand};
@@ -103,8 +103,8 @@ pub struct GrammarExportArgs {
     /// A built-in space name or a path to a .grammar file or space folder.
     pub name: String,
     /// gbnf (llama.cpp) or lark (vLLM `structured_outputs.grammar`, llguidance's Lark).
-    #[arg(long, default_value = "gbnf", value_parser = ["gbnf", "lark"])]
-    pub format: String,
+    #[arg(long, value_enum, default_value = "gbnf")]
+    pub format: archsmith::llm::GrammarFormat,
     /// Deepest nesting of forms allowed (default: the space's max_depth, which accepts every
     /// candidate the space's sampler draws).
     #[arg(long)]
@@ -130,8 +130,7 @@ pub struct GrammarExportArgs {
 fn export_grammar(a: GrammarExportArgs) -> Result<ExitStatus> {
     use archsmith::space::cfg::{compile, CfgFormat, CfgOptions, ReplyShape};
     let s = Space::load(&a.name)?;
-    let format =
-        CfgFormat::by_name(&a.format).with_context(|| format!("unknown format `{}`", a.format))?;
+    let format = CfgFormat::from(a.format);
     let reply = (!a.candidate_only).then(|| ReplyShape {
         predicted: !a.no_predicted,
         ..ReplyShape::propose(a.k)

@@ -26,7 +26,7 @@ pub struct RunArgs {
     /// The task (overrides `task.name`), e.g. textures, glyph-sum, cifar10:DIR.
     #[arg(long)]
     pub task: Option<String>,
-    /// auto, random, evolution, bo, llm or llm-evolution (overrides `strategy.kind`).
+    /// The search strategy (overrides `strategy.kind`).
     #[arg(long)]
     pub strategy: Option<StrategyKind>,
     /// Candidates to train (overrides `budget.evaluations`).
@@ -50,7 +50,7 @@ pub struct RunArgs {
     /// Candidates trained at once (overrides `parallel`); above 1, by worker processes.
     #[arg(long)]
     pub parallel: Option<usize>,
-    /// Where candidates train: auto, inline, local or ray (overrides `executor.kind`).
+    /// Where candidates train (overrides `executor.kind`).
     #[arg(long)]
     pub executor: Option<archsmith::exec::ExecutorKind>,
     /// The Ray head's dashboard address, e.g. http://127.0.0.1:8265 (overrides

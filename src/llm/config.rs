@@ -76,8 +76,9 @@ pub enum ServerKind {
     Ollama,
 }
 
-/// The grammar format a request carries, when it carries one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The grammar format a request carries, when it carries one; also what `space export
+/// --format` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum GrammarFormat {
     Gbnf,

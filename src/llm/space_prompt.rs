@@ -13,6 +13,16 @@ use crate::space::{parse_one, Analysis, CheckOptions, Diagnostic, Node, Shape, S
 use super::prompt::RepairContext;
 use super::reply::{parse_reply, ParsedReply, Proposal, ReplyError, ReplyFormat};
 
+/// The space's grammar compiles into the format a request carries.
+impl From<super::GrammarFormat> for crate::space::CfgFormat {
+    fn from(f: super::GrammarFormat) -> Self {
+        match f {
+            super::GrammarFormat::Gbnf => crate::space::CfgFormat::Gbnf,
+            super::GrammarFormat::Lark => crate::space::CfgFormat::Lark,
+        }
+    }
+}
+
 /// A candidate that passed validation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidCandidate {

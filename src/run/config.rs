@@ -32,7 +32,9 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A search strategy by name: the same names in a config file (serde) and on the command
+/// line (clap), where `llm_evolution` is also taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum StrategyKind {
     /// `llm` when the `[llm]` section is usable (its key variable is set, or the server is
@@ -42,6 +44,7 @@ pub enum StrategyKind {
     Evolution,
     Bo,
     Llm,
+    #[value(alias = "llm_evolution")]
     LlmEvolution,
 }
 
@@ -59,25 +62,6 @@ impl StrategyKind {
 
     pub fn uses_model(self) -> bool {
         matches!(self, StrategyKind::Llm | StrategyKind::LlmEvolution)
-    }
-}
-
-impl std::str::FromStr for StrategyKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "auto" => StrategyKind::Auto,
-            "random" => StrategyKind::Random,
-            "evolution" => StrategyKind::Evolution,
-            "bo" => StrategyKind::Bo,
-            "llm" => StrategyKind::Llm,
-            "llm-evolution" | "llm_evolution" => StrategyKind::LlmEvolution,
-            _ => {
-                return Err(format!(
-                    "unknown strategy `{s}`; known: auto, random, evolution, bo, llm, llm-evolution"
-                ))
-            }
-        })
     }
 }
 
@@ -806,6 +790,20 @@ mod tests {
         let why = s.settle_strategy(&|v| (v == "OPENAI_API_KEY").then(|| "sk-x".into()));
         assert_eq!(s.strategy.kind.0, StrategyKind::Llm);
         assert!(why.contains("OPENAI_API_KEY is set"), "{why}");
+    }
+
+    #[test]
+    fn strategy_names_agree_in_toml_on_the_command_line_and_in_messages() {
+        use clap::ValueEnum;
+        for k in StrategyKind::value_variants() {
+            let clap_name = k.to_possible_value().map(|v| v.get_name().to_string());
+            assert_eq!(clap_name.as_deref(), Some(k.name()));
+            assert_eq!(toml::Value::try_from(k).unwrap().as_str(), Some(k.name()));
+        }
+        assert_eq!(
+            StrategyKind::from_str("llm_evolution", false),
+            Ok(StrategyKind::LlmEvolution)
+        );
     }
 
     #[test]

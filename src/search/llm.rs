@@ -13,7 +13,7 @@ use crate::llm::prompt::{
 };
 use crate::llm::reply::parse_predictions;
 use crate::llm::space_prompt::{check_reply, grammar_text, repair_context, Verdict};
-use crate::llm::{GrammarConstraint, GrammarFormat, LlmClient, Message};
+use crate::llm::{GrammarConstraint, LlmClient, Message};
 use crate::space::{export_cfg, CfgFormat, CfgOptions, ReplyShape};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -124,10 +124,7 @@ impl Model {
         if let Some(g) = self.grammars.borrow().get(&key) {
             return Ok(g.clone());
         }
-        let cfg_format = match format {
-            GrammarFormat::Gbnf => CfgFormat::Gbnf,
-            GrammarFormat::Lark => CfgFormat::Lark,
-        };
+        let cfg_format = CfgFormat::from(format);
         let max_depth = ctx.space.grammar.max_depth;
         let opts = CfgOptions {
             depth: self.client.grammar_depth().map(|d| d.min(max_depth)),
