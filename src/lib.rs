@@ -10,6 +10,8 @@
 //! worker processes, or as Ray jobs) and [`report`] (reports, comparisons of runs, export of a
 //! candidate to PyTorch). [`exit`] holds the exit statuses both binaries end with.
 
+#![warn(unreachable_pub)]
+
 pub mod bench;
 pub mod exec;
 pub mod exit;

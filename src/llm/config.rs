@@ -304,7 +304,7 @@ impl LlmConfig {
         }
     }
 
-    pub fn default_base_url(provider: ProviderKind) -> Option<&'static str> {
+    fn default_base_url(provider: ProviderKind) -> Option<&'static str> {
         match provider {
             ProviderKind::Openai => Some("https://api.openai.com/v1"),
             ProviderKind::Anthropic => Some("https://api.anthropic.com"),
@@ -332,7 +332,7 @@ impl LlmConfig {
         }
     }
 
-    pub fn default_key_env(provider: ProviderKind) -> Option<&'static str> {
+    fn default_key_env(provider: ProviderKind) -> Option<&'static str> {
         match provider {
             ProviderKind::Openai => Some("OPENAI_API_KEY"),
             ProviderKind::Anthropic => Some("ANTHROPIC_API_KEY"),

@@ -237,7 +237,7 @@ impl UsageLedger {
         Ok(())
     }
 
-    pub fn record_success(&self, usage: TokenUsage, cost_usd: Option<f64>) {
+    fn record_success(&self, usage: TokenUsage, cost_usd: Option<f64>) {
         let mut t = self.lock();
         t.succeeded += 1;
         t.input_tokens += usage.input_tokens;
@@ -248,7 +248,7 @@ impl UsageLedger {
         }
     }
 
-    pub fn record_failure(&self) {
+    fn record_failure(&self) {
         self.lock().failed += 1;
     }
 }

@@ -145,7 +145,7 @@ pub fn check_candidate(space: &Space, text: &str, input: Shape, opts: &CheckOpti
 }
 
 /// Checks every proposal of an already parsed reply.
-pub fn check_parsed(
+fn check_parsed(
     space: &Space,
     parsed: ParsedReply,
     input: Shape,

@@ -669,7 +669,7 @@ pub enum RecipeError {
 }
 
 /// The task's recipe with `overrides` laid over it field by field; unknown fields are errors.
-pub fn merge_recipe(base: &Recipe, overrides: &toml::Table) -> Result<Recipe, RecipeError> {
+fn merge_recipe(base: &Recipe, overrides: &toml::Table) -> Result<Recipe, RecipeError> {
     let mut v = toml::Table::try_from(base).map_err(RecipeError::Base)?;
     for (k, val) in overrides {
         v.insert(k.clone(), val.clone());

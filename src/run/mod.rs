@@ -392,7 +392,7 @@ fn model_client(
 }
 
 /// Tokens and dollars recorded in an `llm.jsonl` (zero when there is none).
-pub fn recorded_usage(path: &Path) -> (u64, f64) {
+fn recorded_usage(path: &Path) -> (u64, f64) {
     let Ok(records) = read_records(path) else {
         return (0, 0.0);
     };

@@ -1176,7 +1176,7 @@ fn absolute_task(name: &str, synthetic: bool) -> String {
 }
 
 /// Writes `best.arch` and `best.json` atomically (a temporary file, then a rename).
-pub fn write_best(dir: &Path, b: &Observation) -> Result<(), RunError> {
+fn write_best(dir: &Path, b: &Observation) -> Result<(), RunError> {
     let arch = format!(
         "# best candidate: score {} ({}), {} parameters, hash {}\n{}\n",
         b.score.map(|s| format!("{s:.4}")).unwrap_or("-".into()),

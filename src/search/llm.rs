@@ -379,7 +379,7 @@ impl LlmStrategy {
 }
 
 /// The plans of a plans reply: the text after each `PLAN n:` (or `PLAN:`) tag.
-pub fn parse_plans(reply: &str) -> Vec<String> {
+fn parse_plans(reply: &str) -> Vec<String> {
     reply
         .lines()
         .filter_map(|l| {
