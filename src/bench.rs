@@ -112,7 +112,7 @@ pub struct Bench {
 
 /// The validation accuracy the top 1% of `valid` reaches: the value of the ceil(M/100)-th
 /// best.
-pub fn top1_threshold(valid: &[f64]) -> f64 {
+fn top1_threshold(valid: &[f64]) -> f64 {
     let mut v = valid.to_vec();
     v.sort_by(|a, b| b.total_cmp(a));
     let k = v.len().div_ceil(100).max(1);
@@ -121,7 +121,7 @@ pub fn top1_threshold(valid: &[f64]) -> f64 {
 
 /// The exact expectation of random search without replacement: `n` distinct architectures
 /// drawn uniformly from `entries` (validation, test).
-pub fn exact_random(entries: &[(f64, f64)], n: u64) -> Exact {
+fn exact_random(entries: &[(f64, f64)], n: u64) -> Exact {
     let m = entries.len();
     let n = (n as usize).min(m).max(1);
     let mut sorted: Vec<(f64, f64)> = entries.to_vec();
@@ -251,7 +251,7 @@ pub fn row(dataset: &str, strategy: &str, runs: &[&RunResult], table: &Table, n:
 }
 
 /// Reads a finished search's journal.
-pub fn read_run(
+fn read_run(
     dir: &Path,
     dataset: &str,
     strategy: &str,

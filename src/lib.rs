@@ -8,10 +8,13 @@
 //! propose candidates from the history), [`run`] (the agent loop, the run folder, its
 //! journal, resume and replay), [`exec`] (where candidates train: in this process, in local
 //! worker processes, or as Ray jobs) and [`report`] (reports, comparisons of runs, export of a
-//! candidate to PyTorch).
+//! candidate to PyTorch). [`exit`] holds the exit statuses both binaries end with.
+
+#![warn(unreachable_pub)]
 
 pub mod bench;
 pub mod exec;
+pub mod exit;
 pub mod llm;
 pub mod report;
 pub mod run;

@@ -104,3 +104,32 @@ fn cuda_without_a_gpu_is_refused() {
     let err = String::from_utf8(out.get_output().stderr.clone()).unwrap();
     assert!(err.contains("CUDA is not available"), "{err}");
 }
+
+#[test]
+fn train_program_exits_3_when_training_fails() {
+    // Gradient ascent with lr / eps for a step: every learning rate diverges.
+    let out = archsmith()
+        .args([
+            "train-program",
+            "--space",
+            "optimizer",
+            "--task",
+            "teacher",
+            "--program",
+            "-",
+            "--lr",
+            "0.1",
+            "--sizes",
+            "512,256,0",
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+        ])
+        .write_stdin("prog(state(m), assign(m, g), step(neg(mul(div(lr, eps), m))))\n")
+        .assert()
+        .code(3);
+    // As `train` does, it still prints the result with the reason.
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert!(!v["failure"].is_null(), "{v}");
+}

@@ -839,7 +839,8 @@ fn a_run_whose_head_goes_away_pauses_and_resume_finishes_it() {
     fake.shutdown();
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success());
+    // A paused run has its own exit code (README's table): not an error, a wait.
+    assert_eq!(o.status.code(), Some(4), "{err}");
     assert!(
         err.contains("the run is paused") && err.contains("archsmith resume"),
         "{err}"

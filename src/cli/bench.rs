@@ -3,12 +3,12 @@
 
 use anyhow::{bail, Context, Result};
 use archsmith::bench::{self, BenchSpec};
+use archsmith::exit::ExitStatus;
 use archsmith::report::compare;
 use archsmith::run::{Settings, StrategyKind};
 use archsmith::train::lookup::DATASETS;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -43,7 +43,7 @@ pub struct BenchArgs {
     pub no_html: bool,
 }
 
-pub fn run(a: BenchArgs) -> Result<ExitCode> {
+pub fn run(a: BenchArgs) -> Result<ExitStatus> {
     let datasets: Vec<String> = if a.tasks == "all" {
         DATASETS.iter().map(|d| d.name.to_string()).collect()
     } else {
@@ -67,7 +67,19 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     let strategies = a
         .strategies
         .split(',')
-        .map(|s| s.trim().parse::<StrategyKind>().map_err(anyhow::Error::msg))
+        .map(|s| {
+            let s = s.trim();
+            StrategyKind::from_str(s, false).map_err(|_| {
+                anyhow::anyhow!(
+                    "unknown strategy `{s}`; known: {}",
+                    StrategyKind::value_variants()
+                        .iter()
+                        .map(|k| k.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
     if strategies.contains(&StrategyKind::Auto) {
         bail!("name the strategies to compare; `auto` is not one");
@@ -137,5 +149,5 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         "{total} searches in {:.1} s on {threads} threads; one search's loop: {:.3} s on average",
         b.total_seconds, b.mean_run_seconds
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::Success)
 }

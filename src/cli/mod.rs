@@ -1,13 +1,13 @@
 //! Command-line parsing and the commands. No logic a library user would need lives here: each
 //! command reads its inputs, calls the library, and prints.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use archsmith::exit::ExitStatus;
 use archsmith::space::{CheckOptions, Diagnostic, Limits, Node, Shape, Space};
 use clap::{Args, Parser, Subcommand};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::io::Write;
-use std::process::ExitCode;
 
 mod bench;
 mod prompt;
@@ -103,8 +103,8 @@ pub struct GrammarExportArgs {
     /// A built-in space name or a path to a .grammar file or space folder.
     pub name: String,
     /// gbnf (llama.cpp) or lark (vLLM `structured_outputs.grammar`, llguidance's Lark).
-    #[arg(long, default_value = "gbnf", value_parser = ["gbnf", "lark"])]
-    pub format: String,
+    #[arg(long, value_enum, default_value = "gbnf")]
+    pub format: archsmith::llm::GrammarFormat,
     /// Deepest nesting of forms allowed (default: the space's max_depth, which accepts every
     /// candidate the space's sampler draws).
     #[arg(long)]
@@ -127,11 +127,10 @@ pub struct GrammarExportArgs {
     pub stats: bool,
 }
 
-fn export_grammar(a: GrammarExportArgs) -> Result<ExitCode> {
+fn export_grammar(a: GrammarExportArgs) -> Result<ExitStatus> {
     use archsmith::space::cfg::{compile, CfgFormat, CfgOptions, ReplyShape};
     let s = Space::load(&a.name)?;
-    let format =
-        CfgFormat::by_name(&a.format).with_context(|| format!("unknown format `{}`", a.format))?;
+    let format = CfgFormat::from(a.format);
     let reply = (!a.candidate_only).then(|| ReplyShape {
         predicted: !a.no_predicted,
         ..ReplyShape::propose(a.k)
@@ -154,7 +153,7 @@ fn export_grammar(a: GrammarExportArgs) -> Result<ExitCode> {
             took.as_secs_f64() * 1e3
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::Success)
 }
 
 /// Which space and input every candidate command needs.
@@ -254,9 +253,12 @@ pub struct CrossoverArgs {
     pub seed: u64,
 }
 
-/// Runs the command line; `Ok` carries the exit code of a command that ran to its end.
-pub fn run() -> Result<ExitCode> {
-    let cli = Cli::parse();
+/// Runs the command line; `Ok` carries the exit status of a command that ran to its end.
+pub fn run() -> Result<ExitStatus> {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return Ok(ExitStatus::of_usage(&e)),
+    };
     match cli.command {
         Command::Space(SpaceCmd::List) => {
             let mut out = std::io::stdout().lock();
@@ -269,7 +271,7 @@ pub fn run() -> Result<ExitCode> {
                     s.seeds.len()
                 )?;
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(ExitStatus::Success)
         }
         Command::Space(SpaceCmd::Show { name, source }) => {
             let s = Space::load(&name)?;
@@ -278,7 +280,7 @@ pub fn run() -> Result<ExitCode> {
             } else {
                 print!("{}", s.describe());
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(ExitStatus::Success)
         }
         Command::Space(SpaceCmd::Export(a)) => export_grammar(a),
         Command::Sample(a) => sample(a),
@@ -302,7 +304,7 @@ pub fn run() -> Result<ExitCode> {
     }
 }
 
-fn sample(a: SampleArgs) -> Result<ExitCode> {
+fn sample(a: SampleArgs) -> Result<ExitStatus> {
     let space = a.space.load()?;
     let opts = a.space.options();
     let sampler = space.sampler();
@@ -313,7 +315,7 @@ fn sample(a: SampleArgs) -> Result<ExitCode> {
         writeln!(out, "{node}")?;
     }
     out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::Success)
 }
 
 /// `1.23M`-style numbers for FLOPs and bytes.
@@ -338,7 +340,7 @@ fn print_diag(out: &mut impl Write, d: &Diagnostic, src: &str) -> std::io::Resul
     writeln!(out)
 }
 
-fn validate(a: ValidateArgs) -> Result<ExitCode> {
+fn validate(a: ValidateArgs) -> Result<ExitStatus> {
     let space = a.space.load()?;
     let src = archsmith::text::read_input(&a.file)?;
     let opts = a.space.options();
@@ -442,9 +444,9 @@ fn validate(a: ValidateArgs) -> Result<ExitCode> {
     stdout.write_all(archsmith::text::visible_lines(&String::from_utf8_lossy(&out)).as_bytes())?;
     stdout.flush()?;
     Ok(if all_ok {
-        ExitCode::SUCCESS
+        ExitStatus::Success
     } else {
-        ExitCode::from(1)
+        ExitStatus::Invalid
     })
 }
 
@@ -477,7 +479,7 @@ fn valid_parents(space: &Space, src: &str, a: &SpaceArgs) -> Result<Vec<Node>> {
     Ok(parents)
 }
 
-fn mutate(a: MutateArgs) -> Result<ExitCode> {
+fn mutate(a: MutateArgs) -> Result<ExitStatus> {
     let space = a.space.load()?;
     let src = archsmith::text::read_input(&a.file)?;
     let parents = valid_parents(&space, &src, &a.space)?;
@@ -491,7 +493,7 @@ fn mutate(a: MutateArgs) -> Result<ExitCode> {
         }
     }
     out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::Success)
 }
 
 fn text_arg(s: &str) -> Result<String> {
@@ -501,7 +503,7 @@ fn text_arg(s: &str) -> Result<String> {
     }
 }
 
-fn crossover(a: CrossoverArgs) -> Result<ExitCode> {
+fn crossover(a: CrossoverArgs) -> Result<ExitStatus> {
     let space = a.space.load()?;
     let first = valid_parents(&space, &text_arg(&a.first)?, &a.space)?;
     let second = valid_parents(&space, &text_arg(&a.second)?, &a.space)?;
@@ -514,5 +516,5 @@ fn crossover(a: CrossoverArgs) -> Result<ExitCode> {
         &mut rng,
     )?;
     println!("{child}");
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::Success)
 }

@@ -2,9 +2,9 @@
 //! the model, rendered from the same templates and space text, without sending anything. For
 //! checking a prompt edit, or pasting a prompt into a chat by hand.
 
+use archsmith::exit::ExitStatus;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use archsmith::llm::prompt::{
@@ -102,7 +102,7 @@ pub struct PredictArgs {
     pub candidates: Vec<String>,
 }
 
-pub fn run(cmd: PromptCmd) -> Result<ExitCode> {
+pub fn run(cmd: PromptCmd) -> Result<ExitStatus> {
     let PromptCmd::Render(step) = cmd;
     let (system, user) = match step {
         RenderStep::System(a) => {
@@ -119,7 +119,7 @@ pub fn run(cmd: PromptCmd) -> Result<ExitCode> {
         write_message(&mut out, "user", &user)?;
     }
     out.flush()?;
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::Success)
 }
 
 /// `=== role ===`, then the text exactly as it would be sent, ending in one newline.

@@ -2,10 +2,10 @@
 //! CSV), and a run's summary.
 
 use anyhow::{Context, Result};
+use archsmith::exit::ExitStatus;
 use archsmith::report::{compare, data, html};
 use clap::Args;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum SummaryFormat {
@@ -31,17 +31,17 @@ pub enum ReportFormat {
     Json,
 }
 
-pub fn report(a: ReportArgs) -> Result<ExitCode> {
+pub fn report(a: ReportArgs) -> Result<ExitStatus> {
     let r = data::load(&a.dir)?;
     if a.format == ReportFormat::Json {
         println!("{}", serde_json::to_string_pretty(&r)?);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(ExitStatus::Success);
     }
     let out = a.out.unwrap_or_else(|| a.dir.join("report.html"));
     std::fs::write(&out, html::render(&r))
         .with_context(|| format!("cannot write {}", out.display()))?;
     println!("{}", out.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::Success)
 }
 
 #[derive(Args, Debug)]
@@ -60,7 +60,7 @@ pub struct CompareArgs {
     pub json: bool,
 }
 
-pub fn compare(a: CompareArgs) -> Result<ExitCode> {
+pub fn compare(a: CompareArgs) -> Result<ExitStatus> {
     let dirs = compare::expand(&a.dirs);
     let c = compare::load(&dirs)?;
     for sk in &c.skipped {
@@ -77,7 +77,7 @@ pub fn compare(a: CompareArgs) -> Result<ExitCode> {
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&c)?);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(ExitStatus::Success);
     }
     let out = a.out.unwrap_or_else(|| PathBuf::from("compare.html"));
     std::fs::write(&out, compare::render(&c))
@@ -97,5 +97,5 @@ pub fn compare(a: CompareArgs) -> Result<ExitCode> {
                 .unwrap_or_else(|| "-".into())
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::Success)
 }

@@ -2,6 +2,7 @@
 //! list runs and show one. The commands settle their inputs, call `archsmith::run`, print.
 
 use anyhow::{bail, Context, Result};
+use archsmith::exit::ExitStatus;
 use archsmith::run::{
     compare_replay, list_runs, prepare_new, prepare_replay, prepare_resume, summary, trajectory,
     Listed, Outcome, Overrides, Prepared, Progress, RunError, RunSummary, Settings, Status,
@@ -13,7 +14,6 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -26,7 +26,7 @@ pub struct RunArgs {
     /// The task (overrides `task.name`), e.g. textures, glyph-sum, cifar10:DIR.
     #[arg(long)]
     pub task: Option<String>,
-    /// auto, random, evolution, bo, llm or llm-evolution (overrides `strategy.kind`).
+    /// The search strategy (overrides `strategy.kind`).
     #[arg(long)]
     pub strategy: Option<StrategyKind>,
     /// Candidates to train (overrides `budget.evaluations`).
@@ -50,7 +50,7 @@ pub struct RunArgs {
     /// Candidates trained at once (overrides `parallel`); above 1, by worker processes.
     #[arg(long)]
     pub parallel: Option<usize>,
-    /// Where candidates train: auto, inline, local or ray (overrides `executor.kind`).
+    /// Where candidates train (overrides `executor.kind`).
     #[arg(long)]
     pub executor: Option<archsmith::exec::ExecutorKind>,
     /// The Ray head's dashboard address, e.g. http://127.0.0.1:8265 (overrides
@@ -100,7 +100,7 @@ fn env_lookup(var: &str) -> Option<String> {
     std::env::var(var).ok()
 }
 
-pub fn run(a: RunArgs) -> Result<ExitCode> {
+pub fn run(a: RunArgs) -> Result<ExitStatus> {
     let mut settings = Settings::load(a.config.as_deref())?;
     let file = a
         .config
@@ -126,13 +126,13 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         let (settings, why) = archsmith::run::settle(settings, &file, &env_lookup)?;
         eprintln!("{why}");
         print!("{}", settings.to_toml());
-        return Ok(ExitCode::SUCCESS);
+        return Ok(ExitStatus::Success);
     }
     let prepared = prepare_new(settings, &file, &env_lookup)?;
     go(prepared)
 }
 
-pub fn resume(a: ResumeArgs) -> Result<ExitCode> {
+pub fn resume(a: ResumeArgs) -> Result<ExitStatus> {
     check_run_dir(&a.dir)?;
     let s = summary(&a.dir)?;
     if s.status.ended() {
@@ -146,7 +146,7 @@ pub fn resume(a: ResumeArgs) -> Result<ExitCode> {
     go(prepare_resume(&a.dir, &env_lookup)?)
 }
 
-pub fn replay(a: ReplayArgs) -> Result<ExitCode> {
+pub fn replay(a: ReplayArgs) -> Result<ExitStatus> {
     check_run_dir(&a.dir)?;
     if a.scores_only {
         let s = summary(&a.dir)?;
@@ -169,7 +169,7 @@ pub fn replay(a: ReplayArgs) -> Result<ExitCode> {
             fmt_score(s.best.as_ref().and_then(|b| b.score)),
             s.best.as_ref().map(|b| b.hash.as_str()).unwrap_or("-")
         )?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(ExitStatus::Success);
     }
     let prepared = prepare_replay(&a.dir)?;
     let new_dir = prepared.dir.clone();
@@ -186,16 +186,16 @@ pub fn replay(a: ReplayArgs) -> Result<ExitCode> {
         for d in &diffs {
             eprintln!("  {d}");
         }
-        Ok(ExitCode::from(1))
+        Ok(ExitStatus::Invalid)
     }
 }
 
-pub fn runs(a: RunsArgs) -> Result<ExitCode> {
+pub fn runs(a: RunsArgs) -> Result<ExitStatus> {
     let all = list_runs(&a.dir)?;
     let mut out = std::io::stdout().lock();
     if all.is_empty() {
         writeln!(out, "no runs in {}", a.dir.display())?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(ExitStatus::Success);
     }
     writeln!(
         out,
@@ -243,15 +243,15 @@ pub fn runs(a: RunsArgs) -> Result<ExitCode> {
             a.dir.display()
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::Success)
 }
 
-pub fn show(a: ShowArgs) -> Result<ExitCode> {
+pub fn show(a: ShowArgs) -> Result<ExitStatus> {
     check_run_dir(&a.dir)?;
     if a.format == super::report::SummaryFormat::Json {
         let r = archsmith::report::data::load(&a.dir)?;
         println!("{}", serde_json::to_string_pretty(&r)?);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(ExitStatus::Success);
     }
     let s = summary(&a.dir)?;
     let r = archsmith::report::data::load(&a.dir)?;
@@ -260,7 +260,7 @@ pub fn show(a: ShowArgs) -> Result<ExitCode> {
         "{}",
         visible_lines(&(render_summary(&s, a.top) + &archsmith::report::data::text_extras(&r)))
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::Success)
 }
 
 fn render_summary(s: &RunSummary, top: usize) -> String {
@@ -322,7 +322,7 @@ fn check_run_dir(dir: &Path) -> Result<()> {
 }
 
 /// Starts logging into the run folder, says what the run does, runs it and prints the end.
-fn go(p: Prepared) -> Result<ExitCode> {
+fn go(p: Prepared) -> Result<ExitStatus> {
     init_log(&p.dir.join("run.log"))?;
     eprintln!("{}", p.message);
     eprintln!("run folder: {}", p.dir.display());
@@ -337,15 +337,16 @@ fn go(p: Prepared) -> Result<ExitCode> {
     install_ctrl_c();
     let outcome: Outcome = match p.run(progress) {
         Ok(o) => o,
-        Err(e) => {
-            return match e.downcast_ref::<RunError>() {
-                Some(RunError::Interrupted { .. }) => {
-                    eprintln!("{e}");
-                    Ok(ExitCode::from(130))
-                }
-                _ => Err(e),
-            }
+        Err(e @ RunError::Interrupted { .. }) => {
+            eprintln!("{e}");
+            return Ok(ExitStatus::Interrupted);
         }
+        // Not an error: the run waits for its executor or model server to come back.
+        Err(e @ RunError::Paused { .. }) => {
+            eprintln!("{}", archsmith::text::for_terminal(&e.to_string(), 2000));
+            return Ok(ExitStatus::Paused);
+        }
+        Err(e) => return Err(e.into()),
     };
     eprintln!(
         "{}: {} after {} evaluations; best {}{}",
@@ -368,7 +369,7 @@ fn go(p: Prepared) -> Result<ExitCode> {
         }
     }
     eprintln!("see `archsmith show {}`", dir.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::Success)
 }
 
 /// The first Ctrl-C asks the loop to stop (it stops the jobs in flight and records the
@@ -376,7 +377,7 @@ fn go(p: Prepared) -> Result<ExitCode> {
 fn install_ctrl_c() {
     let _ = ctrlc::set_handler(|| {
         if archsmith::exec::interrupt() {
-            std::process::exit(130);
+            ExitStatus::Interrupted.exit();
         }
         eprintln!("\nstopping: the jobs in flight are stopped and the run is recorded; press Ctrl-C again to quit at once");
     });

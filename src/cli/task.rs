@@ -1,9 +1,9 @@
 //! `archsmith task list|show`: the built-in tasks and the real-data formats.
 
 use anyhow::Result;
+use archsmith::exit::ExitStatus;
 use archsmith::train::Task;
 use clap::Subcommand;
-use std::process::ExitCode;
 
 #[derive(Subcommand, Debug)]
 pub enum TaskCmd {
@@ -13,7 +13,7 @@ pub enum TaskCmd {
     Show { name: String },
 }
 
-pub fn task(cmd: TaskCmd) -> Result<ExitCode> {
+pub fn task(cmd: TaskCmd) -> Result<ExitStatus> {
     match cmd {
         TaskCmd::List => {
             for t in Task::list() {
@@ -28,11 +28,11 @@ pub fn task(cmd: TaskCmd) -> Result<ExitCode> {
                 let short = t.description.split(':').next().unwrap_or("");
                 println!("{:<32} {input:<9} {classes:>3} classes  {short}", t.name);
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(ExitStatus::Success)
         }
         TaskCmd::Show { name } => {
             print!("{}", Task::resolve(&name)?.describe());
-            Ok(ExitCode::SUCCESS)
+            Ok(ExitStatus::Success)
         }
     }
 }

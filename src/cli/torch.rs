@@ -5,8 +5,8 @@
 //! are its own.
 
 use anyhow::Result;
+use archsmith::exit::ExitStatus;
 use clap::Args;
-use std::process::ExitCode;
 
 /// A training command's arguments, handed on unparsed (`--help` included).
 #[derive(Args, Debug)]
@@ -16,7 +16,7 @@ pub struct Passthrough {
 }
 
 /// Runs `archsmith-torch COMMAND ARGS...` in place of this process.
-pub fn forward(command: &str, a: Passthrough) -> Result<ExitCode> {
+pub fn forward(command: &str, a: Passthrough) -> Result<ExitStatus> {
     let program = archsmith::exec::torch_program()?;
     let mut cmd = std::process::Command::new(&program);
     cmd.arg(command).args(&a.args);
@@ -31,8 +31,11 @@ pub fn forward(command: &str, a: Passthrough) -> Result<ExitCode> {
         let status = cmd
             .status()
             .map_err(|e| anyhow::anyhow!("cannot run {} ({e})", program.display()))?;
-        Ok(ExitCode::from(
-            status.code().unwrap_or(2).clamp(0, 255) as u8
-        ))
+        // The training binary exits with the same statuses; anything else (a crash) is an
+        // error.
+        Ok(status
+            .code()
+            .and_then(ExitStatus::from_code)
+            .unwrap_or(ExitStatus::Error))
     }
 }

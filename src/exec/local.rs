@@ -60,7 +60,7 @@ pub struct Local {
 
 /// The program workers run: the configured command, `ARCHSMITH_BIN`, or the training binary
 /// (`archsmith-torch`, see [`super::torch_program`]).
-pub fn worker_program(configured: Option<&str>) -> Result<PathBuf, ExecError> {
+fn worker_program(configured: Option<&str>) -> Result<PathBuf, ExecError> {
     if let Some(c) = configured {
         return Ok(PathBuf::from(c));
     }
@@ -72,7 +72,7 @@ pub fn worker_program(configured: Option<&str>) -> Result<PathBuf, ExecError> {
 
 /// The number of CUDA devices the worker program's libtorch sees (`worker --gpus`); 0 when
 /// it cannot say, with a warning.
-pub fn count_gpus(program: &Path) -> usize {
+fn count_gpus(program: &Path) -> usize {
     let out = Command::new(program)
         .args(["worker", "--gpus"])
         .stdin(Stdio::null())
@@ -103,7 +103,7 @@ pub fn count_gpus(program: &Path) -> usize {
 
 /// The devices `n` workers are pinned to: the configured list, every GPU when the run's device
 /// asks for CUDA and GPUs exist (`gpus` counts them, asked only then), or the CPU.
-pub fn worker_devices(
+fn worker_devices(
     s: &ExecutorSettings,
     run_device: &str,
     n: usize,

@@ -322,8 +322,9 @@ pub fn scan_log(log: &str, eval: u64) -> (Vec<Epoch>, Option<Evaluation>) {
     (epochs, result)
 }
 
-/// Which executor trains the candidates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// Which executor trains the candidates, by the same names in a config file (serde) and on
+/// the command line (clap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum ExecutorKind {
     /// `inline` when `parallel` is 1, `local` otherwise.
@@ -345,23 +346,6 @@ impl ExecutorKind {
             ExecutorKind::Local => "local",
             ExecutorKind::Ray => "ray",
         }
-    }
-}
-
-impl std::str::FromStr for ExecutorKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "auto" => ExecutorKind::Auto,
-            "inline" => ExecutorKind::Inline,
-            "local" => ExecutorKind::Local,
-            "ray" => ExecutorKind::Ray,
-            _ => {
-                return Err(format!(
-                    "unknown executor `{s}`; known: auto, inline, local, ray"
-                ))
-            }
-        })
     }
 }
 

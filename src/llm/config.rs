@@ -76,8 +76,9 @@ pub enum ServerKind {
     Ollama,
 }
 
-/// The grammar format a request carries, when it carries one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The grammar format a request carries, when it carries one; also what `space export
+/// --format` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum GrammarFormat {
     Gbnf,
@@ -303,7 +304,7 @@ impl LlmConfig {
         }
     }
 
-    pub fn default_base_url(provider: ProviderKind) -> Option<&'static str> {
+    fn default_base_url(provider: ProviderKind) -> Option<&'static str> {
         match provider {
             ProviderKind::Openai => Some("https://api.openai.com/v1"),
             ProviderKind::Anthropic => Some("https://api.anthropic.com"),
@@ -331,7 +332,7 @@ impl LlmConfig {
         }
     }
 
-    pub fn default_key_env(provider: ProviderKind) -> Option<&'static str> {
+    fn default_key_env(provider: ProviderKind) -> Option<&'static str> {
         match provider {
             ProviderKind::Openai => Some("OPENAI_API_KEY"),
             ProviderKind::Anthropic => Some("ANTHROPIC_API_KEY"),

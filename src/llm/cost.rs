@@ -41,17 +41,25 @@ impl Price {
             / 1e6
     }
 
-    pub(crate) fn validate(&self) -> Result<(), String> {
-        for (name, v) in [
+    pub(crate) fn validate(&self) -> Result<(), PriceError> {
+        for (field, value) in [
             ("input_per_mtok", self.input_per_mtok),
             ("output_per_mtok", self.output_per_mtok),
         ] {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(format!("`{name}` = {v} must be a non-negative number"));
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(PriceError { field, value });
             }
         }
         Ok(())
     }
+}
+
+/// A price that is negative or not a number.
+#[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
+#[error("`{field}` = {value} must be a non-negative number")]
+pub(crate) struct PriceError {
+    field: &'static str,
+    value: f64,
 }
 
 /// Default prices (USD per million input / output tokens).
@@ -229,7 +237,7 @@ impl UsageLedger {
         Ok(())
     }
 
-    pub fn record_success(&self, usage: TokenUsage, cost_usd: Option<f64>) {
+    fn record_success(&self, usage: TokenUsage, cost_usd: Option<f64>) {
         let mut t = self.lock();
         t.succeeded += 1;
         t.input_tokens += usage.input_tokens;
@@ -240,7 +248,7 @@ impl UsageLedger {
         }
     }
 
-    pub fn record_failure(&self) {
+    fn record_failure(&self) {
         self.lock().failed += 1;
     }
 }

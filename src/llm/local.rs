@@ -53,7 +53,7 @@ pub fn install_home(lookup: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> 
 }
 
 /// The server binary and model file a config means, with the defaults filled in.
-pub fn resolve_paths(
+fn resolve_paths(
     local: &LocalConfig,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> (Option<PathBuf>, Option<PathBuf>) {
@@ -99,7 +99,7 @@ fn unavailable(message: String) -> LlmError {
 }
 
 /// Checks that `path` is a GGUF file with the expected SHA-256 (when one is expected).
-pub fn check_model(path: &Path, sha256: Option<&str>) -> Result<(), LlmError> {
+fn check_model(path: &Path, sha256: Option<&str>) -> Result<(), LlmError> {
     let setup =
         "install it with `scripts/setup.sh --llm`, or set `[llm.local] model_path` to a GGUF file";
     let mut f = std::fs::File::open(path).map_err(|e| {

@@ -491,7 +491,7 @@ fn fmt_si(v: Option<u64>) -> String {
 }
 
 /// Scored rows best first (ties keep their order), then unscored rows in their order.
-pub fn sort_best_first(rows: &[HistoryRow], maximize: bool) -> Vec<HistoryRow> {
+fn sort_best_first(rows: &[HistoryRow], maximize: bool) -> Vec<HistoryRow> {
     let mut scored: Vec<HistoryRow> = rows
         .iter()
         .filter(|r| r.score.is_some_and(f64::is_finite))

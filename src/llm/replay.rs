@@ -32,7 +32,7 @@ impl ReplayProvider {
         Ok(Self::from_records(path, records))
     }
 
-    pub fn from_records(path: PathBuf, records: Vec<LlmRecord>) -> Self {
+    fn from_records(path: PathBuf, records: Vec<LlmRecord>) -> Self {
         let all: Vec<ExchangeRecord> = records
             .into_iter()
             .map(|LlmRecord::Exchange(x)| x)

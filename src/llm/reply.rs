@@ -158,7 +158,7 @@ const PREDICTED_TAGS: &[&str] = &[
 const PLAN_TAGS: &[&str] = &["PLAN"];
 
 /// The first number in `s` (e.g. `0.83`, `-1.5e-3`, `83`).
-pub fn first_number(s: &str) -> Option<f64> {
+fn first_number(s: &str) -> Option<f64> {
     let bytes = s.as_bytes();
     let mut i = 0;
     while i < bytes.len() {

@@ -13,6 +13,16 @@ use crate::space::{parse_one, Analysis, CheckOptions, Diagnostic, Node, Shape, S
 use super::prompt::RepairContext;
 use super::reply::{parse_reply, ParsedReply, Proposal, ReplyError, ReplyFormat};
 
+/// The space's grammar compiles into the format a request carries.
+impl From<super::GrammarFormat> for crate::space::CfgFormat {
+    fn from(f: super::GrammarFormat) -> Self {
+        match f {
+            super::GrammarFormat::Gbnf => crate::space::CfgFormat::Gbnf,
+            super::GrammarFormat::Lark => crate::space::CfgFormat::Lark,
+        }
+    }
+}
+
 /// A candidate that passed validation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidCandidate {
@@ -25,8 +35,9 @@ pub struct ValidCandidate {
 }
 
 /// A candidate that did not: the validator's diagnostics, and the same as the text a repair
-/// prompt shows the model.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// prompt shows the model. As an error, it reads as that text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct InvalidCandidate {
     /// The candidate as the diagnostics see it: [`prompt_form`] of the text, so that a
     /// position such as `1:37` points into what the repair prompt shows.
@@ -134,7 +145,7 @@ pub fn check_candidate(space: &Space, text: &str, input: Shape, opts: &CheckOpti
 }
 
 /// Checks every proposal of an already parsed reply.
-pub fn check_parsed(
+fn check_parsed(
     space: &Space,
     parsed: ParsedReply,
     input: Shape,

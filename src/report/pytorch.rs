@@ -61,7 +61,7 @@ pub fn module(
 }
 
 /// [`module`], fused or written literally.
-pub fn module_with(
+fn module_with(
     node: &Node,
     input: Shape,
     classes: u64,

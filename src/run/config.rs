@@ -8,7 +8,7 @@ use crate::search::evolution::EvolutionConfig;
 use crate::search::llm::LlmStrategyConfig;
 use crate::search::llm_evolution::LlmEvolutionConfig;
 use crate::space::{CheckOptions, Limits, Shape, Space};
-use crate::train::{Recipe, Task};
+use crate::train::{Recipe, Task, TaskError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -32,7 +32,9 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A search strategy by name: the same names in a config file (serde) and on the command
+/// line (clap), where `llm_evolution` is also taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum StrategyKind {
     /// `llm` when the `[llm]` section is usable (its key variable is set, or the server is
@@ -42,6 +44,7 @@ pub enum StrategyKind {
     Evolution,
     Bo,
     Llm,
+    #[value(alias = "llm_evolution")]
     LlmEvolution,
 }
 
@@ -59,25 +62,6 @@ impl StrategyKind {
 
     pub fn uses_model(self) -> bool {
         matches!(self, StrategyKind::Llm | StrategyKind::LlmEvolution)
-    }
-}
-
-impl std::str::FromStr for StrategyKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "auto" => StrategyKind::Auto,
-            "random" => StrategyKind::Random,
-            "evolution" => StrategyKind::Evolution,
-            "bo" => StrategyKind::Bo,
-            "llm" => StrategyKind::Llm,
-            "llm-evolution" | "llm_evolution" => StrategyKind::LlmEvolution,
-            _ => {
-                return Err(format!(
-                    "unknown strategy `{s}`; known: auto, random, evolution, bo, llm, llm-evolution"
-                ))
-            }
-        })
     }
 }
 
@@ -428,17 +412,17 @@ impl Settings {
         if self.fidelity.successive_halving && self.fidelity.eta < 2 {
             return bad("fidelity.eta", "must be at least 2".into());
         }
-        if let Err(m) = self.strategy.evolution.validate() {
-            return bad("strategy.evolution", m);
+        if let Err(e) = self.strategy.evolution.validate() {
+            return bad("strategy.evolution", e.to_string());
         }
-        if let Err(m) = self.strategy.bo.validate() {
-            return bad("strategy.bo", m);
+        if let Err(e) = self.strategy.bo.validate() {
+            return bad("strategy.bo", e.to_string());
         }
-        if let Err(m) = self.strategy.llm.validate() {
-            return bad("strategy.llm", m);
+        if let Err(e) = self.strategy.llm.validate() {
+            return bad("strategy.llm", e.to_string());
         }
-        if let Err(m) = self.strategy.llm_evolution.validate() {
-            return bad("strategy.llm_evolution", m);
+        if let Err(e) = self.strategy.llm_evolution.validate() {
+            return bad("strategy.llm_evolution", e.to_string());
         }
         // Whether an asked-for GPU exists is for the training program to say (the workers
         // resolve the device; see `exec::local`): here, that the name is one.
@@ -615,13 +599,13 @@ impl Experiment {
         } else {
             None
         };
-        let task = task_from(&t.name, sizes).map_err(|e| invalid("task.name", e))?;
+        let task = task_from(&t.name, sizes).map_err(|e| invalid("task.name", e.to_string()))?;
         if let Some(d) = task.lookup() {
             check_lookup_settings(&settings, space.name(), d)
                 .map_err(|(field, m)| invalid(field, m))?;
         }
-        let recipe =
-            merge_recipe(&task.recipe, &t.recipe).map_err(|m| invalid("task.recipe", m))?;
+        let recipe = merge_recipe(&task.recipe, &t.recipe)
+            .map_err(|e| invalid("task.recipe", e.to_string()))?;
         recipe
             .validate()
             .map_err(|(field, m)| invalid(&format!("task.recipe.{field}"), m))?;
@@ -658,30 +642,41 @@ impl Experiment {
 
 /// A task by name, with a synthetic task's split sizes (train, valid, test) when given: what
 /// the loop and its workers both resolve.
-pub fn task_from(name: &str, sizes: Option<(usize, usize, usize)>) -> Result<Task, String> {
-    let task = Task::resolve(name).map_err(|e| e.to_string())?;
+pub fn task_from(name: &str, sizes: Option<(usize, usize, usize)>) -> Result<Task, TaskError> {
+    let task = Task::resolve(name)?;
     Ok(match sizes {
         Some((a, b, c)) => match &task.source {
             crate::train::task::Source::Synthetic { .. } => task.with_sizes(a, b, c),
             _ => {
-                return Err(format!(
-                    "split sizes apply to synthetic tasks only, not {name}"
-                ))
+                return Err(TaskError::NotSynthetic {
+                    name: name.to_string(),
+                })
             }
         },
         None => task,
     })
 }
 
+/// Why recipe overrides do not make a recipe.
+#[derive(Debug, thiserror::Error)]
+pub enum RecipeError {
+    /// The base recipe does not serialise (a bug, not the user's).
+    #[error("{0}")]
+    Base(toml::ser::Error),
+    /// An override is an unknown field or a value of the wrong type.
+    #[error("{}", .0.to_string().trim_end())]
+    Override(toml::de::Error),
+}
+
 /// The task's recipe with `overrides` laid over it field by field; unknown fields are errors.
-pub fn merge_recipe(base: &Recipe, overrides: &toml::Table) -> Result<Recipe, String> {
-    let mut v = toml::Table::try_from(base).map_err(|e| e.to_string())?;
+fn merge_recipe(base: &Recipe, overrides: &toml::Table) -> Result<Recipe, RecipeError> {
+    let mut v = toml::Table::try_from(base).map_err(RecipeError::Base)?;
     for (k, val) in overrides {
         v.insert(k.clone(), val.clone());
     }
     toml::Value::Table(v)
         .try_into::<Recipe>()
-        .map_err(|e| e.to_string().trim_end().to_string())
+        .map_err(RecipeError::Override)
 }
 
 /// Checks that a run's settings suit a look-up task on `d`, and that its table is installed.
@@ -757,7 +752,10 @@ mod tests {
         assert_eq!(r.epochs, 1);
         assert_eq!(r.lr, base.lr);
         t.insert("epoch".into(), toml::Value::Integer(1));
-        assert!(merge_recipe(&base, &t).unwrap_err().contains("epoch"));
+        assert!(merge_recipe(&base, &t)
+            .unwrap_err()
+            .to_string()
+            .contains("epoch"));
     }
 
     #[test]
@@ -792,6 +790,20 @@ mod tests {
         let why = s.settle_strategy(&|v| (v == "OPENAI_API_KEY").then(|| "sk-x".into()));
         assert_eq!(s.strategy.kind.0, StrategyKind::Llm);
         assert!(why.contains("OPENAI_API_KEY is set"), "{why}");
+    }
+
+    #[test]
+    fn strategy_names_agree_in_toml_on_the_command_line_and_in_messages() {
+        use clap::ValueEnum;
+        for k in StrategyKind::value_variants() {
+            let clap_name = k.to_possible_value().map(|v| v.get_name().to_string());
+            assert_eq!(clap_name.as_deref(), Some(k.name()));
+            assert_eq!(toml::Value::try_from(k).unwrap().as_str(), Some(k.name()));
+        }
+        assert_eq!(
+            StrategyKind::from_str("llm_evolution", false),
+            Ok(StrategyKind::LlmEvolution)
+        );
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::search::llm::{LlmStrategy, Model};
 use crate::search::llm_evolution::LlmEvolution;
 use crate::search::random::Random;
 use crate::search::{Observation, Strategy};
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -244,7 +244,7 @@ pub fn prepare_replay(dir: &Path) -> Result<Prepared> {
 impl Prepared {
     /// Runs the loop with the executor the settings name: local worker processes (one for
     /// `inline`) or Ray jobs; look-up tasks are evaluated in this process.
-    pub fn run(self, progress: Box<dyn Progress + '_>) -> Result<Outcome> {
+    pub fn run(self, progress: Box<dyn Progress + '_>) -> Result<Outcome, RunError> {
         let s = &self.exp.settings;
         if let Some(d) = self.exp.task.lookup() {
             // A look-up task: no training, no workers (its settings were checked on resolve).
@@ -266,13 +266,13 @@ impl Prepared {
                     &self.dir.join("workers"),
                     Some(self.dir.clone()),
                 )
-                .map_err(|e| anyhow!("cannot start local workers: {e}"))?,
+                .map_err(RunError::LocalWorkers)?,
             ),
             ExecutorKind::Ray => {
                 crate::exec::ray::Ray::new(&s.executor, s.parallel, &self.run_id, &|k| {
                     std::env::var(k).ok()
                 })
-                .map_err(|e| anyhow!("cannot use the Ray cluster: {e}"))?
+                .map_err(RunError::Ray)?
             }
         };
         self.run_on(executor, progress)
@@ -283,7 +283,7 @@ impl Prepared {
         self,
         evaluator: Box<dyn Evaluator + 'a>,
         progress: Box<dyn Progress + 'a>,
-    ) -> Result<Outcome> {
+    ) -> Result<Outcome, RunError> {
         let epochs = evaluator.epochs();
         self.run_inner(Box::new(Inline::new(evaluator)), progress, Some(epochs))
     }
@@ -293,7 +293,7 @@ impl Prepared {
         self,
         executor: Box<dyn Executor + 'a>,
         progress: Box<dyn Progress + 'a>,
-    ) -> Result<Outcome> {
+    ) -> Result<Outcome, RunError> {
         self.run_inner(executor, progress, None)
     }
 
@@ -303,7 +303,7 @@ impl Prepared {
         executor: Box<dyn Executor + 'a>,
         progress: Box<dyn Progress + 'a>,
         epochs: Option<usize>,
-    ) -> Result<Outcome> {
+    ) -> Result<Outcome, RunError> {
         let Prepared {
             exp,
             dir,
@@ -328,7 +328,7 @@ impl Prepared {
         // The folder stays locked until the last event is written.
         drop(runner);
         drop(lock);
-        Ok(outcome?)
+        outcome
     }
 }
 
@@ -336,20 +336,20 @@ impl Prepared {
 pub fn build_strategy<'a>(
     exp: &'a Experiment,
     llm: Option<Arc<LlmClient>>,
-) -> Result<Box<dyn Strategy + 'a>> {
+) -> Result<Box<dyn Strategy + 'a>, RunError> {
     let s = &exp.settings.strategy;
-    let model = || -> Result<Model> {
-        let client = llm
-            .clone()
-            .ok_or_else(|| anyhow!("strategy {} needs an [llm] section", s.kind.0.name()))?;
+    let model = || -> Result<Model, RunError> {
+        let client = llm.clone().ok_or(RunError::NoModel {
+            strategy: s.kind.0.name(),
+        })?;
         let prompts = match &exp.settings.space.prompts {
             Some(d) => Prompts::with_overrides(d)?,
             None => Prompts::embedded(),
         };
-        Ok(Model::new(client, prompts)?)
+        Model::new(client, prompts).map_err(RunError::Strategy)
     };
     Ok(match s.kind.0 {
-        StrategyKind::Auto => bail!("the strategy is still `auto`; settle it first"),
+        StrategyKind::Auto => return Err(RunError::Unsettled),
         StrategyKind::Random => Box::new(Random),
         StrategyKind::Evolution => Box::new(Evolution {
             cfg: s.evolution.clone(),
@@ -392,7 +392,7 @@ fn model_client(
 }
 
 /// Tokens and dollars recorded in an `llm.jsonl` (zero when there is none).
-pub fn recorded_usage(path: &Path) -> (u64, f64) {
+fn recorded_usage(path: &Path) -> (u64, f64) {
     let Ok(records) = read_records(path) else {
         return (0, 0.0);
     };

@@ -258,22 +258,64 @@ pub struct Outcome {
     pub sources: Sources,
 }
 
+/// Why a run stopped before its end, or could not start: what failed, and for a run that
+/// started, where what was recorded is kept and how to go on.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// The journal cannot be written or read.
     #[error(transparent)]
     Journal(#[from] JournalError),
-    #[error("{0}")]
-    Io(String),
+    /// A file of the run folder (the best candidate, its weights) cannot be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A proposal the journal queued for training does not parse.
+    #[error("journal: cannot parse proposal {proposal}")]
+    UnparsableProposal { proposal: u64 },
+    /// A proposal the journal queued for training is no longer valid in the space (the
+    /// space changed since).
+    #[error("journal: proposal {proposal} no longer validates against the space")]
+    StaleProposal { proposal: u64 },
+    /// The loop has nothing to start and nothing to wait for, yet no reason to stop.
+    #[error("the loop can neither start nor wait for an evaluation")]
+    Stuck,
+    /// A look-up task's table cannot be read.
+    #[error(transparent)]
+    Lookup(#[from] crate::train::lookup::LookupError),
+    /// The strategy uses a model, but the settings configure none.
+    #[error("strategy {strategy} needs an [llm] section")]
+    NoModel { strategy: &'static str },
+    /// The strategy is `auto`, which the settings settle before a run starts.
+    #[error("the strategy is still `auto`; settle it first")]
+    Unsettled,
+    /// The prompt templates cannot be loaded.
+    #[error(transparent)]
+    Prompts(#[from] crate::llm::prompt::PromptError),
+    /// The strategy cannot be set up.
+    #[error(transparent)]
+    Strategy(SearchError),
+    /// The local worker processes cannot start.
+    #[error("cannot start local workers: {0}")]
+    LocalWorkers(ExecError),
+    /// The Ray cluster cannot be used.
+    #[error("cannot use the Ray cluster: {0}")]
+    Ray(ExecError),
+    /// The search failed (a model call, say); the run can be resumed.
     #[error("the search failed: {source}; what was recorded is kept in {dir}, continue with `archsmith resume {dir}`")]
     Search {
         dir: String,
         #[source]
         source: SearchError,
     },
+    /// The executor or the model server stopped answering; the run waits to be resumed.
     #[error("the run is paused: {reason}; what was recorded is kept in {dir}, continue with `archsmith resume {dir}` once it is back")]
     Paused { dir: String, reason: String },
+    /// Ctrl-C.
     #[error("interrupted (Ctrl-C){stopped}; what was recorded is kept in {dir}, continue with `archsmith resume {dir}`")]
     Interrupted { dir: String, stopped: String },
+    /// The executor failed otherwise.
     #[error("the executor failed: {message}; what was recorded is kept in {dir}, continue with `archsmith resume {dir}`")]
     Executor { dir: String, message: String },
 }
@@ -366,17 +408,12 @@ impl<'a> Runner<'a> {
         for (p, eval) in &state.queue {
             let Some(h) = &p.hash else { continue };
             let node = parse_one(&p.text)
-                .map_err(|_| RunError::Io(format!("journal: cannot parse proposal {}", p.id)))?
+                .map_err(|_| RunError::UnparsableProposal { proposal: p.id })?
                 .node;
             let analysis = exp
                 .space
                 .check(&node, None, exp.input, &exp.check)
-                .map_err(|_| {
-                    RunError::Io(format!(
-                        "journal: proposal {} no longer validates against the space",
-                        p.id
-                    ))
-                })?;
+                .map_err(|_| RunError::StaleProposal { proposal: p.id })?;
             queue.push_back(Queued {
                 proposal: p.id,
                 hash: h.clone(),
@@ -651,9 +688,7 @@ impl<'a> Runner<'a> {
             return match self.stop.take() {
                 Some(Stop::End { status, reason }) => Ok(Some((status, reason))),
                 Some(Stop::Fail(e)) => Err(e),
-                None => Err(RunError::Io(
-                    "the loop can neither start nor wait for an evaluation".into(),
-                )),
+                None => Err(RunError::Stuck),
             };
         }
         self.wait()?;
@@ -844,9 +879,9 @@ impl<'a> Runner<'a> {
                 predicted: p.predicted.filter(|x| x.is_finite()),
             }))?;
         let (verdict, message, queued) = match (&p.checked, &hash) {
-            (Err(m), _) => {
+            (Err(invalid), _) => {
                 self.state.invalid += 1;
-                (Verdict::Invalid, Some(m.clone()), None)
+                (Verdict::Invalid, Some(invalid.message.clone()), None)
             }
             (Ok(_), Some(h)) if self.state.history.seen(h) => (
                 Verdict::Duplicate,
@@ -1110,11 +1145,10 @@ impl<'a> Runner<'a> {
         }
         let after = self.best().cloned();
         if let Some(b) = after.filter(|b| Some(&b.hash) != before.as_ref()) {
-            write_best(&self.dir, &b).map_err(RunError::Io)?;
+            write_best(&self.dir, &b)?;
             if let Some(w) = &r.weights {
                 let to = self.dir.join("best.ot");
-                std::fs::rename(w, &to)
-                    .map_err(|e| RunError::Io(format!("cannot write {}: {e}", to.display())))?;
+                std::fs::rename(w, &to).map_err(|source| RunError::Write { path: to, source })?;
             } else {
                 // Stale weights of an earlier best must not pass for this one's.
                 let _ = std::fs::remove_file(self.dir.join("best.ot"));
@@ -1142,7 +1176,7 @@ fn absolute_task(name: &str, synthetic: bool) -> String {
 }
 
 /// Writes `best.arch` and `best.json` atomically (a temporary file, then a rename).
-pub fn write_best(dir: &Path, b: &Observation) -> Result<(), String> {
+fn write_best(dir: &Path, b: &Observation) -> Result<(), RunError> {
     let arch = format!(
         "# best candidate: score {} ({}), {} parameters, hash {}\n{}\n",
         b.score.map(|s| format!("{s:.4}")).unwrap_or("-".into()),
@@ -1163,7 +1197,10 @@ pub fn write_best(dir: &Path, b: &Observation) -> Result<(), String> {
         let tmp = dir.join(format!(".{name}.tmp"));
         std::fs::write(&tmp, text)
             .and_then(|_| std::fs::rename(&tmp, dir.join(name)))
-            .map_err(|e| format!("cannot write {}: {e}", dir.join(name).display()))?;
+            .map_err(|source| RunError::Write {
+                path: dir.join(name),
+                source,
+            })?;
     }
     Ok(())
 }

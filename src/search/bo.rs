@@ -9,7 +9,7 @@
 //! [`Features::vector`]: crate::space::Features::vector
 
 use super::gp::{expected_improvement, Gp, MAX_POINTS};
-use super::{Context, Observation, Proposal, SearchError, Strategy};
+use super::{Context, Observation, Proposal, SearchError, SettingError, Strategy};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 
@@ -66,15 +66,18 @@ impl Default for BoConfig {
 }
 
 impl BoConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SettingError> {
         if self.pool_samples + self.pool_mutations == 0 {
-            return Err("`pool_samples` + `pool_mutations` must be at least 1".into());
+            return Err(SettingError::TooSmall {
+                fields: "`pool_samples` + `pool_mutations`",
+                min: 1,
+            });
         }
         if !self.xi.is_finite() {
-            return Err("`xi` must be a number".into());
+            return Err(SettingError::NotFinite { field: "xi" });
         }
         if !self.beta.is_finite() || self.beta < 0.0 {
-            return Err("`beta` must be a number at least 0".into());
+            return Err(SettingError::Negative { field: "beta" });
         }
         Ok(())
     }

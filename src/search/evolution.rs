@@ -8,7 +8,9 @@
 //! The population is the last `population` evaluated candidates of the history, which is
 //! exactly what aging keeps, so the strategy holds no state of its own.
 
-use super::{population, tournament, Context, Origin, Proposal, SearchError, Strategy};
+use super::{
+    population, tournament, Context, Origin, Proposal, SearchError, SettingError, Strategy,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -35,12 +37,14 @@ impl Default for EvolutionConfig {
 }
 
 impl EvolutionConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.population == 0 {
-            return Err("`population` must be at least 1".into());
-        }
-        if self.tournament == 0 {
-            return Err("`tournament` must be at least 1".into());
+    pub fn validate(&self) -> Result<(), SettingError> {
+        for (fields, n) in [
+            ("`population`", self.population),
+            ("`tournament`", self.tournament),
+        ] {
+            if n == 0 {
+                return Err(SettingError::TooSmall { fields, min: 1 });
+            }
         }
         Ok(())
     }

@@ -6,14 +6,14 @@
 //! model's candidates and lets the model, as a surrogate, pick the most promising; a zero-shot
 //! warm start (the default) lets the model write the first round with no history.
 
-use super::{Context, Observation, Origin, Proposal, SearchError, Strategy};
+use super::{Context, Observation, Origin, Proposal, SearchError, SettingError, Strategy};
 use crate::llm::prompt::{
     HistoryRow, PredictContext, Prompts, ProposeContext, SystemContext,
     DEFAULT_HISTORY_BUDGET_CHARS,
 };
 use crate::llm::reply::parse_predictions;
 use crate::llm::space_prompt::{check_reply, grammar_text, repair_context, Verdict};
-use crate::llm::{GrammarConstraint, GrammarFormat, LlmClient, Message};
+use crate::llm::{GrammarConstraint, LlmClient, Message};
 use crate::space::{export_cfg, CfgFormat, CfgOptions, ReplyShape};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -60,12 +60,18 @@ impl Default for LlmStrategyConfig {
 }
 
 impl LlmStrategyConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SettingError> {
         if self.k == 0 {
-            return Err("`k` must be at least 1".into());
+            return Err(SettingError::TooSmall {
+                fields: "`k`",
+                min: 1,
+            });
         }
         if self.history_chars < 200 {
-            return Err("`history_chars` must be at least 200".into());
+            return Err(SettingError::TooSmall {
+                fields: "`history_chars`",
+                min: 200,
+            });
         }
         Ok(())
     }
@@ -118,10 +124,7 @@ impl Model {
         if let Some(g) = self.grammars.borrow().get(&key) {
             return Ok(g.clone());
         }
-        let cfg_format = match format {
-            GrammarFormat::Gbnf => CfgFormat::Gbnf,
-            GrammarFormat::Lark => CfgFormat::Lark,
-        };
+        let cfg_format = CfgFormat::from(format);
         let max_depth = ctx.space.grammar.max_depth;
         let opts = CfgOptions {
             depth: self.client.grammar_depth().map(|d| d.min(max_depth)),
@@ -195,71 +198,61 @@ impl Model {
         };
         let mut out = Vec::new();
         for (i, c) in checked.candidates.into_iter().enumerate() {
-            let base = Proposal {
-                text: c.proposal.text.clone(),
-                checked: Err(String::new()),
+            let (text, plan, predicted) =
+                (c.proposal.text, checked.plan.clone(), c.proposal.predicted);
+            let proposal = |text: String, checked| Proposal {
+                text,
+                checked,
                 origin,
                 parents: parents.to_vec(),
-                plan: checked.plan.clone(),
+                plan: plan.clone(),
                 llm_step: Some(step.to_string()),
-                predicted: c.proposal.predicted,
+                predicted,
             };
-            match c.verdict {
-                Verdict::Valid(v) => out.push(Proposal {
-                    text: v.canonical,
-                    checked: Ok((v.node, v.analysis)),
-                    ..base
-                }),
-                Verdict::Invalid(inv) => {
-                    out.push(Proposal {
-                        checked: Err(inv.message.clone()),
-                        ..base.clone()
-                    });
-                    let (mut candidate, mut message) = (inv.candidate, inv.message);
-                    for attempt in 1..=repairs {
-                        let rstep = format!("{step}.repair{}.{attempt}", i + 1);
-                        let rc = repair_context(ctx.task, ctx.space, &candidate, &message);
-                        let text = self.prompts.repair(&rc)?;
-                        let texts = self.ask(ctx, &rstep, text, Some(ReplyShape::repair()))?;
-                        let Some(reply) = texts.first() else { break };
-                        let fixed = match check_reply(ctx.space, reply, ctx.input, &ctx.check) {
-                            Ok(r) => r,
-                            Err(e) => {
-                                ctx.notes
-                                    .push(format!("model call {rstep}: unusable reply: {e}"));
-                                continue;
-                            }
-                        };
-                        let Some(first) = fixed.candidates.into_iter().next() else {
-                            continue;
-                        };
-                        let p = Proposal {
-                            text: first.proposal.text.clone(),
-                            checked: Err(String::new()),
-                            origin: Origin::Repair,
-                            parents: parents.to_vec(),
-                            plan: fixed.plan.clone().or(base.plan.clone()),
-                            llm_step: Some(rstep.clone()),
-                            predicted: first.proposal.predicted.or(base.predicted),
-                        };
-                        match first.verdict {
-                            Verdict::Valid(v) => {
-                                out.push(Proposal {
-                                    text: v.canonical,
-                                    checked: Ok((v.node, v.analysis)),
-                                    ..p
-                                });
-                                break;
-                            }
-                            Verdict::Invalid(inv2) => {
-                                out.push(Proposal {
-                                    checked: Err(inv2.message.clone()),
-                                    ..p
-                                });
-                                candidate = inv2.candidate;
-                                message = inv2.message;
-                            }
-                        }
+            let inv = match c.verdict {
+                Verdict::Valid(v) => {
+                    out.push(proposal(v.canonical, Ok((v.node, v.analysis))));
+                    continue;
+                }
+                Verdict::Invalid(inv) => inv,
+            };
+            out.push(proposal(text, Err(inv.clone())));
+            let (mut candidate, mut message) = (inv.candidate, inv.message);
+            for attempt in 1..=repairs {
+                let rstep = format!("{step}.repair{}.{attempt}", i + 1);
+                let rc = repair_context(ctx.task, ctx.space, &candidate, &message);
+                let text = self.prompts.repair(&rc)?;
+                let texts = self.ask(ctx, &rstep, text, Some(ReplyShape::repair()))?;
+                let Some(reply) = texts.first() else { break };
+                let fixed = match check_reply(ctx.space, reply, ctx.input, &ctx.check) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        ctx.notes
+                            .push(format!("model call {rstep}: unusable reply: {e}"));
+                        continue;
+                    }
+                };
+                let Some(first) = fixed.candidates.into_iter().next() else {
+                    continue;
+                };
+                let repaired = |text: String, checked| Proposal {
+                    text,
+                    checked,
+                    origin: Origin::Repair,
+                    parents: parents.to_vec(),
+                    plan: fixed.plan.clone().or(plan.clone()),
+                    llm_step: Some(rstep.clone()),
+                    predicted: first.proposal.predicted.or(predicted),
+                };
+                match first.verdict {
+                    Verdict::Valid(v) => {
+                        out.push(repaired(v.canonical, Ok((v.node, v.analysis))));
+                        break;
+                    }
+                    Verdict::Invalid(inv2) => {
+                        out.push(repaired(first.proposal.text.clone(), Err(inv2.clone())));
+                        candidate = inv2.candidate;
+                        message = inv2.message;
                     }
                 }
             }
@@ -386,7 +379,7 @@ impl LlmStrategy {
 }
 
 /// The plans of a plans reply: the text after each `PLAN n:` (or `PLAN:`) tag.
-pub fn parse_plans(reply: &str) -> Vec<String> {
+fn parse_plans(reply: &str) -> Vec<String> {
     reply
         .lines()
         .filter_map(|l| {

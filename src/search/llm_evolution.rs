@@ -7,7 +7,8 @@
 use super::evolution::{unused_seeds, EvolutionConfig};
 use super::llm::{count_new, Model};
 use super::{
-    population, tournament, Context, Observation, Origin, Proposal, SearchError, Strategy,
+    population, tournament, Context, Observation, Origin, Proposal, SearchError, SettingError,
+    Strategy,
 };
 use crate::llm::space_prompt::grammar_text;
 use serde::{Deserialize, Serialize};
@@ -41,12 +42,19 @@ impl Default for LlmEvolutionConfig {
 }
 
 impl LlmEvolutionConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SettingError> {
         if self.population == 0 || self.tournament == 0 || self.k == 0 {
-            return Err("`population`, `tournament` and `k` must be at least 1".into());
+            return Err(SettingError::TooSmall {
+                fields: "`population`, `tournament` and `k`",
+                min: 1,
+            });
         }
         if !(1..=2).contains(&self.parents) {
-            return Err(format!("`parents` = {} must be 1 or 2", self.parents));
+            return Err(SettingError::NotOneOf {
+                field: "parents",
+                value: self.parents,
+                allowed: "1 or 2",
+            });
         }
         Ok(())
     }

@@ -18,6 +18,7 @@ pub mod llm;
 pub mod llm_evolution;
 pub mod random;
 
+use crate::llm::space_prompt::InvalidCandidate;
 use crate::space::{Analysis, CheckOptions, Node, Shape, Space};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -46,8 +47,8 @@ pub enum Origin {
 pub struct Proposal {
     /// The text as proposed (canonical when the strategy built the tree itself).
     pub text: String,
-    /// The tree and its analysis when valid; the validator's message when not.
-    pub checked: Result<(Node, Analysis), String>,
+    /// The tree and its analysis when valid; the validator's verdict when not.
+    pub checked: Result<(Node, Analysis), InvalidCandidate>,
     pub origin: Origin,
     /// Hashes of the parents (mutation, crossover, model-guided evolution, repair).
     pub parents: Vec<String>,
@@ -219,10 +220,10 @@ pub struct Context<'a> {
 
 impl Context<'_> {
     /// Parses and checks a candidate text against the space.
-    pub fn check_text(&self, text: &str) -> Result<(Node, Analysis), String> {
+    pub fn check_text(&self, text: &str) -> Result<(Node, Analysis), InvalidCandidate> {
         match crate::llm::space_prompt::check_candidate(self.space, text, self.input, &self.check) {
             crate::llm::space_prompt::Verdict::Valid(v) => Ok((v.node, v.analysis)),
-            crate::llm::space_prompt::Verdict::Invalid(i) => Err(i.message),
+            crate::llm::space_prompt::Verdict::Invalid(i) => Err(i),
         }
     }
 
@@ -310,6 +311,28 @@ impl Context<'_> {
         }
         last.ok_or(SearchError::Exhausted)
     }
+}
+
+/// A strategy setting with which no search can work; the texts name the fields.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SettingError {
+    /// A count below its least useful value; `fields` names the setting (or the settings,
+    /// each or their sum) in backquotes.
+    #[error("{fields} must be at least {min}")]
+    TooSmall { fields: &'static str, min: usize },
+    /// Not a finite number.
+    #[error("`{field}` must be a number")]
+    NotFinite { field: &'static str },
+    /// Not a finite number at least 0.
+    #[error("`{field}` must be a number at least 0")]
+    Negative { field: &'static str },
+    /// A value outside the few a setting takes.
+    #[error("`{field}` = {value} must be {allowed}")]
+    NotOneOf {
+        field: &'static str,
+        value: usize,
+        allowed: &'static str,
+    },
 }
 
 /// Draws a strategy makes to find a candidate the history has not seen.

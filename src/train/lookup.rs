@@ -97,9 +97,59 @@ pub enum LookupError {
         source: std::io::Error,
     },
     #[error("the NAS-Bench-Graph table {path} is corrupt ({reason}); reinstall it: delete it and run `{INSTALL}`")]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt { path: PathBuf, reason: Corruption },
     #[error("unknown NAS-Bench-Graph data set `{name}`; known: {known}")]
     UnknownDataset { name: String, known: String },
+}
+
+/// What is wrong with a table's bytes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Corruption {
+    #[error("no header line")]
+    NoHeader,
+    #[error("the header is not text")]
+    HeaderNotText,
+    #[error("the header does not start with `# archsmith-nbgraph`")]
+    NotATable,
+    #[error("the header has no format version")]
+    NoVersion,
+    #[error("format version {found}, but this archsmith reads version {FORMAT}")]
+    Version { found: String },
+    #[error("the header has no {0}=")]
+    MissingField(&'static str),
+    #[error("it holds data set {found}, not {expected}")]
+    OtherDataset { found: String, expected: String },
+    #[error("rows= is not a number")]
+    BadRowCount,
+    #[error("its rows do not match the SHA-256 in its header (truncated or edited)")]
+    Digest,
+    #[error("the rows are not text")]
+    RowsNotText,
+    #[error("the column line is not `key,valid,test,latency,params_m`")]
+    Columns,
+    /// A row, by its line number in the file.
+    #[error("line {line}: {fault}")]
+    Line { line: usize, fault: LineFault },
+    #[error("{found} rows, but the header says {expected}")]
+    RowCount { found: usize, expected: usize },
+}
+
+/// What is wrong with one row of a table.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LineFault {
+    #[error("too few columns")]
+    TooFewColumns,
+    #[error("the key is not a number")]
+    BadKey,
+    /// A column, by name, that is not a number.
+    #[error("{0} is not a number")]
+    NotANumber(&'static str),
+    #[error("{0} is not finite")]
+    NotFinite(&'static str),
+    #[error("{0} is not a NAS-Bench-Graph key")]
+    NotAKey(u64),
+    #[error("key {0} appears twice")]
+    Duplicate(u64),
 }
 
 /// A benchmark table: key -> entry.
@@ -173,74 +223,61 @@ impl Table {
     }
 
     /// Parses a table's bytes; the error says what is wrong.
-    fn parse(bytes: &[u8], dataset: &str) -> Result<Table, String> {
-        let nl = bytes
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or("no header line")?;
-        let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| "the header is not text")?;
+    fn parse(bytes: &[u8], dataset: &str) -> Result<Table, Corruption> {
+        use Corruption as C;
+        let nl = bytes.iter().position(|&b| b == b'\n').ok_or(C::NoHeader)?;
+        let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| C::HeaderNotText)?;
         let body = &bytes[nl + 1..];
         let mut fields: HashMap<&str, &str> = HashMap::new();
         let mut words = header.split_whitespace();
         if (words.next(), words.next()) != (Some("#"), Some("archsmith-nbgraph")) {
-            return Err("the header does not start with `# archsmith-nbgraph`".into());
+            return Err(C::NotATable);
         }
-        let version = words.next().ok_or("the header has no format version")?;
+        let version = words.next().ok_or(C::NoVersion)?;
         if version != FORMAT.to_string() {
-            return Err(format!(
-                "format version {version}, but this archsmith reads version {FORMAT}"
-            ));
+            return Err(C::Version {
+                found: version.to_string(),
+            });
         }
         for w in words {
             if let Some((k, v)) = w.split_once('=') {
                 fields.insert(k, v);
             }
         }
-        let field = |k: &str| {
-            fields
-                .get(k)
-                .copied()
-                .ok_or_else(|| format!("the header has no {k}="))
-        };
+        let field = |k: &'static str| fields.get(k).copied().ok_or(C::MissingField(k));
         if field("dataset")? != dataset {
-            return Err(format!(
-                "it holds data set {}, not {dataset}",
-                field("dataset")?
-            ));
+            return Err(C::OtherDataset {
+                found: field("dataset")?.to_string(),
+                expected: dataset.to_string(),
+            });
         }
-        let rows: usize = field("rows")?
-            .parse()
-            .map_err(|_| "rows= is not a number".to_string())?;
+        let rows: usize = field("rows")?.parse().map_err(|_| C::BadRowCount)?;
         let digest: String = Sha256::digest(body)
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
         if digest != field("body_sha256")? {
-            return Err(
-                "its rows do not match the SHA-256 in its header (truncated or edited)".into(),
-            );
+            return Err(C::Digest);
         }
-        let text = std::str::from_utf8(body).map_err(|_| "the rows are not text")?;
+        let text = std::str::from_utf8(body).map_err(|_| C::RowsNotText)?;
         let mut lines = text.lines();
         if lines.next() != Some("key,valid,test,latency,params_m") {
-            return Err("the column line is not `key,valid,test,latency,params_m`".into());
+            return Err(C::Columns);
         }
         let mut entries = HashMap::with_capacity(rows);
         for (i, line) in lines.enumerate() {
-            let bad = |what: &str| format!("line {}: {what}", i + 3);
+            let bad = |fault: LineFault| C::Line { line: i + 3, fault };
             let mut it = line.split(',');
-            let mut next = || it.next().ok_or_else(|| bad("too few columns"));
-            let key: u64 = next()?
-                .parse()
-                .map_err(|_| bad("the key is not a number"))?;
-            let mut num = |what: &str| -> Result<f64, String> {
+            let mut next = || it.next().ok_or(bad(LineFault::TooFewColumns));
+            let key: u64 = next()?.parse().map_err(|_| bad(LineFault::BadKey))?;
+            let mut num = |what: &'static str| -> Result<f64, Corruption> {
                 let v: f64 = next()?
                     .parse()
-                    .map_err(|_| bad(&format!("{what} is not a number")))?;
+                    .map_err(|_| bad(LineFault::NotANumber(what)))?;
                 if v.is_finite() {
                     Ok(v)
                 } else {
-                    Err(bad(&format!("{what} is not finite")))
+                    Err(bad(LineFault::NotFinite(what)))
                 }
             };
             let e = Entry {
@@ -250,17 +287,17 @@ impl Table {
                 params_m: num("params_m")?,
             };
             if gnn::decode(key).is_none() {
-                return Err(bad(&format!("{key} is not a NAS-Bench-Graph key")));
+                return Err(bad(LineFault::NotAKey(key)));
             }
             if entries.insert(key, e).is_some() {
-                return Err(bad(&format!("key {key} appears twice")));
+                return Err(bad(LineFault::Duplicate(key)));
             }
         }
         if entries.len() != rows {
-            return Err(format!(
-                "{} rows, but the header says {rows}",
-                entries.len()
-            ));
+            return Err(C::RowCount {
+                found: entries.len(),
+                expected: rows,
+            });
         }
         Ok(Table {
             dataset: dataset.to_string(),

@@ -26,7 +26,7 @@ impl Dtype {
         })
     }
 
-    pub fn descr(self) -> &'static str {
+    fn descr(self) -> &'static str {
         match self {
             Dtype::F32 => "<f4",
             Dtype::F64 => "<f8",

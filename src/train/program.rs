@@ -34,18 +34,36 @@ impl Default for Hyper {
     }
 }
 
+/// A hyperparameter outside the range the update rules' semantics assume.
+#[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
+pub enum HyperError {
+    /// A beta outside [0, 1].
+    #[error("{name} must lie in [0, 1], not {value}")]
+    Beta { name: &'static str, value: f64 },
+    /// `wd` or `eps` negative or not finite.
+    #[error("{name} must be a finite number >= 0, not {value}")]
+    Negative { name: &'static str, value: f64 },
+}
+
+/// For callers that report errors as text (the training crate's program optimizer).
+impl From<HyperError> for String {
+    fn from(e: HyperError) -> String {
+        e.to_string()
+    }
+}
+
 impl Hyper {
     /// The betas lie in [0, 1] and the rest are not negative: the sign analysis that spares
     /// `abs` and `copysign` kernels relies on it.
-    pub fn check(&self) -> Result<(), String> {
-        for (n, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
-            if !(0.0..=1.0).contains(&b) {
-                return Err(format!("{n} must lie in [0, 1], not {b}"));
+    pub fn check(&self) -> Result<(), HyperError> {
+        for (name, value) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(HyperError::Beta { name, value });
             }
         }
-        for (n, x) in [("wd", self.wd), ("eps", self.eps)] {
-            if !(x >= 0.0 && x.is_finite()) {
-                return Err(format!("{n} must be a finite number >= 0, not {x}"));
+        for (name, value) in [("wd", self.wd), ("eps", self.eps)] {
+            if !(value >= 0.0 && value.is_finite()) {
+                return Err(HyperError::Negative { name, value });
             }
         }
         Ok(())

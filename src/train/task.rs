@@ -57,6 +57,9 @@ pub enum TaskError {
     Data(#[from] DataError),
     #[error("unknown NAS-Bench-Graph data set in `{name}`; the look-up tasks are {known}")]
     UnknownLookup { name: String, known: String },
+    /// Split sizes given for a task whose splits are its data's.
+    #[error("split sizes apply to synthetic tasks only, not {name}")]
+    NotSynthetic { name: String },
 }
 
 /// Names of the built-in synthetic tasks.

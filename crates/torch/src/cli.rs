@@ -6,13 +6,13 @@ use crate::export::{from_run, Exportable, Format};
 use crate::trainer::TrainOptions;
 use crate::TaskData;
 use anyhow::{bail, Context, Result};
+use archsmith::exit::ExitStatus;
 use archsmith::space::{CheckOptions, Limits, Shape, Space};
 use archsmith::train::{DeviceChoice, Epoch, Flow, Observer, Recipe, Task};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 /// archsmith's training commands; `archsmith` runs them through this program, which links
 /// libtorch.
@@ -38,9 +38,13 @@ pub enum Command {
     Worker(WorkerArgs),
 }
 
-/// Runs the command line; `Ok` carries the exit code of a command that ran to its end.
-pub fn run() -> Result<ExitCode> {
-    match Cli::parse().command {
+/// Runs the command line; `Ok` carries the exit status of a command that ran to its end.
+pub fn run() -> Result<ExitStatus> {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return Ok(ExitStatus::of_usage(&e)),
+    };
+    match cli.command {
         Command::TrainProgram(a) => train_program(a),
         Command::Train(a) => train(a),
         Command::Export(a) => export(a),
@@ -116,7 +120,7 @@ impl Observer for Progress {
     }
 }
 
-pub fn train(a: TrainArgs) -> Result<ExitCode> {
+pub fn train(a: TrainArgs) -> Result<ExitStatus> {
     let task = Task::resolve(&a.task)?;
     let mut recipe: Recipe = task.recipe.clone();
     if let Some(p) = &a.recipe {
@@ -195,7 +199,7 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
             for d in &diags {
                 eprintln!("  - {d}");
             }
-            return Ok(ExitCode::from(1));
+            return Ok(ExitStatus::Invalid);
         }
     };
     if recipe.epochs == 0 {
@@ -230,9 +234,9 @@ pub fn train(a: TrainArgs) -> Result<ExitCode> {
     println!("{}", serde_json::to_string_pretty(&result)?);
     if let Some(f) = &result.failure {
         eprintln!("training failed ({:?}): {}", f.reason, f.message);
-        return Ok(ExitCode::from(3));
+        return Ok(ExitStatus::TrainingFailed);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::Success)
 }
 
 #[derive(Args, Debug)]
@@ -333,7 +337,7 @@ pub struct ExportArgs {
     pub seed: u64,
 }
 
-pub fn export(a: ExportArgs) -> Result<ExitCode> {
+pub fn export(a: ExportArgs) -> Result<ExitStatus> {
     let (item, out) = match &a.dir {
         Some(dir) => {
             let item = from_run(dir, a.candidate.as_deref())?;
@@ -368,7 +372,7 @@ pub fn export(a: ExportArgs) -> Result<ExitCode> {
                     for d in &diags {
                         eprintln!("  - {d}");
                     }
-                    return Ok(ExitCode::from(1));
+                    return Ok(ExitStatus::Invalid);
                 }
             };
             let item = Exportable {
@@ -398,10 +402,10 @@ pub fn export(a: ExportArgs) -> Result<ExitCode> {
     for f in files {
         println!("{}", f.display());
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::Success)
 }
 
-fn worker(a: WorkerArgs) -> Result<ExitCode> {
+fn worker(a: WorkerArgs) -> Result<ExitStatus> {
     use crate::worker;
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -410,13 +414,13 @@ fn worker(a: WorkerArgs) -> Result<ExitCode> {
         .try_init();
     if a.gpus {
         println!("{}", crate::device::gpu_count());
-        return Ok(ExitCode::SUCCESS);
+        return Ok(ExitStatus::Success);
     }
     let stdout = std::io::stdout();
     if a.serve {
         let stdin = std::io::stdin();
         worker::serve(&mut stdin.lock(), &mut stdout.lock())?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(ExitStatus::Success);
     }
     let text = match (&a.job, &a.job_file) {
         (Some(j), _) => j.clone(),
@@ -426,10 +430,10 @@ fn worker(a: WorkerArgs) -> Result<ExitCode> {
     };
     let spec = worker::parse_job(&text)?;
     worker::Worker::new().run(&spec, &mut stdout.lock())?;
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::Success)
 }
 
-fn train_program(a: TrainProgramArgs) -> Result<ExitCode> {
+fn train_program(a: TrainProgramArgs) -> Result<ExitStatus> {
     use crate::program;
     use archsmith::space::SpaceKind;
     use archsmith::train::program::{Hyper, ProgramEval, Reference};
@@ -531,9 +535,10 @@ fn train_program(a: TrainProgramArgs) -> Result<ExitCode> {
         o.insert("lr_grid".into(), serde_json::to_value(&grid)?);
     }
     println!("{}", serde_json::to_string_pretty(&v)?);
+    // A training that failed with the program exits as `train` does when training fails.
     Ok(if res.ok() {
-        ExitCode::SUCCESS
+        ExitStatus::Success
     } else {
-        ExitCode::from(1)
+        ExitStatus::TrainingFailed
     })
 }

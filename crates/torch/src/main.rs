@@ -1,18 +1,21 @@
 //! `archsmith-torch`: archsmith's training commands (`train`, `train-program`, `export`,
 //! `worker`), which the `archsmith` binary forwards here so that it never loads libtorch
-//! itself. Errors print their cause chain and exit 2; `train` exits 3 when training failed
-//! (its JSON result, with the reason, is still printed) and 1 when the candidate is invalid.
+//! itself. Its exit codes are `archsmith`'s (`archsmith::exit::ExitStatus`): errors print
+//! their cause chain and exit 2; `train` and `train-program` exit 3 when training failed
+//! (the JSON result, with the reason, is still printed); `train` and `export` exit 1 when the
+//! candidate is invalid.
 
+use archsmith::exit::ExitStatus;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     match archsmith_torch::cli::run() {
-        Ok(code) => code,
+        Ok(status) => status.into(),
         Err(e) => {
             // The chain may quote what a user, a config or a model wrote.
             let chain = archsmith::text::error_chain(&e);
             eprintln!("error: {}", archsmith::text::for_terminal(&chain, 2000));
-            ExitCode::from(2)
+            ExitStatus::Error.into()
         }
     }
 }
