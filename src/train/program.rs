@@ -45,13 +45,6 @@ pub enum HyperError {
     Negative { name: &'static str, value: f64 },
 }
 
-/// For callers that report errors as text (the training crate's program optimizer).
-impl From<HyperError> for String {
-    fn from(e: HyperError) -> String {
-        e.to_string()
-    }
-}
-
 impl Hyper {
     /// The betas lie in [0, 1] and the rest are not negative: the sign analysis that spares
     /// `abs` and `copysign` kernels relies on it.

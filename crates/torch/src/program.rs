@@ -982,11 +982,11 @@ impl Rule {
 }
 
 /// Why an update rule cannot be made an optimizer.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum OptimizerError {
     /// The hyperparameters fail [`Hyper::check`], which says why.
-    #[error("{0}")]
-    Hyper(String),
+    #[error(transparent)]
+    Hyper(#[from] archsmith::train::program::HyperError),
 }
 
 /// An optimizer that runs an update rule on a set of parameter tensors.
