@@ -458,8 +458,13 @@ impl ExecutorSettings {
         }
     }
 
-    pub fn validate(&self, parallel: usize) -> Result<(), (String, String)> {
-        let bad = |f: &str, m: String| Err((format!("executor.{f}"), m));
+    pub fn validate(&self, parallel: usize) -> Result<(), crate::train::recipe::FieldError> {
+        let bad = |f: &str, m: String| {
+            Err(crate::train::recipe::FieldError::new(
+                format!("executor.{f}"),
+                m,
+            ))
+        };
         if self.lag != 0 && self.lag < parallel {
             return bad(
                 "lag",

@@ -102,11 +102,28 @@ struct HistoryLine {
 /// Characters of history table a prompt gets when the caller does not say.
 pub const DEFAULT_HISTORY_BUDGET_CHARS: usize = 6_000;
 
+/// What is wrong with one line of a history file (1-based).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct HistoryLineError {
+    pub line: usize,
+    pub message: String,
+}
+
+impl HistoryLineError {
+    fn new(line: usize, message: impl Into<String>) -> HistoryLineError {
+        HistoryLineError {
+            line,
+            message: message.into(),
+        }
+    }
+}
+
 /// Parses a history in JSON Lines, one [`HistoryRow`] a line, e.g.
 /// `{"candidate": "...", "score": 0.71, "params": 12345, "outcome": "ok"}`; `score` and
 /// `params` may be missing or null for a candidate that failed. Blank lines are skipped. The
 /// error is the 1-based line number and what is wrong with it.
-pub fn parse_history(text: &str) -> Result<Vec<HistoryRow>, (usize, String)> {
+pub fn parse_history(text: &str) -> Result<Vec<HistoryRow>, HistoryLineError> {
     let mut rows = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
@@ -119,19 +136,22 @@ pub fn parse_history(text: &str) -> Result<Vec<HistoryRow>, (usize, String)> {
             if let Some(at) = msg.rfind(" at line ") {
                 msg.truncate(at);
             }
-            (line, format!("{msg} (column {})", e.column()))
+            HistoryLineError::new(line, format!("{msg} (column {})", e.column()))
         })?;
         if h.candidate.trim().is_empty() {
-            return Err((line, "`candidate` is empty".into()));
+            return Err(HistoryLineError::new(line, "`candidate` is empty"));
         }
         if h.outcome.trim().is_empty() {
-            return Err((
+            return Err(HistoryLineError::new(
                 line,
-                "`outcome` is empty (use `ok`, `invalid: <why>` or `failed: <why>`)".into(),
+                "`outcome` is empty (use `ok`, `invalid: <why>` or `failed: <why>`)",
             ));
         }
         if let Some(s) = h.score.filter(|s| !s.is_finite()) {
-            return Err((line, format!("`score` {s} is not a finite number")));
+            return Err(HistoryLineError::new(
+                line,
+                format!("`score` {s} is not a finite number"),
+            ));
         }
         rows.push(HistoryRow {
             candidate: h.candidate,
@@ -149,10 +169,10 @@ pub fn read_history(path: &Path) -> Result<Vec<HistoryRow>, PromptError> {
         path: path.to_path_buf(),
         source,
     })?;
-    parse_history(&text).map_err(|(line, message)| PromptError::History {
+    parse_history(&text).map_err(|e| PromptError::History {
         path: path.to_path_buf(),
-        line,
-        message,
+        line: e.line,
+        message: e.message,
     })
 }
 
@@ -545,7 +565,10 @@ mod tests {
         assert_eq!((rows[0].score, rows[0].params), (Some(0.71), Some(12345)));
         assert_eq!((rows[1].score, rows[1].params), (None, None));
 
-        let bad = |t: &str| parse_history(t).expect_err("must fail");
+        let bad = |t: &str| {
+            let e = parse_history(t).expect_err("must fail");
+            (e.line, e.message)
+        };
         let (line, msg) = bad("{\"candidate\": \"a\", \"outcome\": \"ok\"}\n{\"candidate\": \"b\"");
         assert_eq!(line, 2);
         assert!(

@@ -387,8 +387,8 @@ impl Settings {
         if self.parallel == 0 {
             return bad("parallel", "must be at least 1".into());
         }
-        if let Err((field, m)) = self.executor.validate(self.parallel) {
-            return bad(&field, m);
+        if let Err(e) = self.executor.validate(self.parallel) {
+            return bad(&e.field, e.message);
         }
         if self.budget.evaluations == 0 {
             return bad("budget.evaluations", "must be at least 1".into());
@@ -608,7 +608,7 @@ impl Experiment {
             .map_err(|e| invalid("task.recipe", e.to_string()))?;
         recipe
             .validate()
-            .map_err(|(field, m)| invalid(&format!("task.recipe.{field}"), m))?;
+            .map_err(|e| invalid(&format!("task.recipe.{}", e.field), e.message))?;
         let (input, classes) = match (task.input, task.classes) {
             (Some(i), Some(c)) => (i, c),
             _ => {

@@ -3,6 +3,23 @@
 
 use serde::{Deserialize, Serialize};
 
+/// A setting refused, naming its field (`lr`, `executor.lag`, ...) and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Optimizer {
@@ -85,32 +102,38 @@ impl Default for Recipe {
 impl Recipe {
     /// Refuses values with which no training can work, naming the field: checked once when
     /// settings are settled, so that `--dry-run` refuses what a run would.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    pub fn validate(&self) -> Result<(), FieldError> {
         let positive = |field: &'static str, v: f64| {
             if v.is_finite() && v > 0.0 {
                 Ok(())
             } else {
-                Err((field, format!("{v} must be a positive number")))
+                Err(FieldError::new(
+                    field,
+                    format!("{v} must be a positive number"),
+                ))
             }
         };
         let in_unit = |field: &'static str, v: f64| {
             if v.is_finite() && (0.0..1.0).contains(&v) {
                 Ok(())
             } else {
-                Err((field, format!("{v} must be at least 0 and below 1")))
+                Err(FieldError::new(
+                    field,
+                    format!("{v} must be at least 0 and below 1"),
+                ))
             }
         };
         positive("lr", self.lr)?;
         in_unit("momentum", self.momentum)?;
         in_unit("label_smoothing", self.label_smoothing)?;
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return Err((
+            return Err(FieldError::new(
                 "weight_decay",
                 format!("{} must be >= 0", self.weight_decay),
             ));
         }
         if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
-            return Err((
+            return Err(FieldError::new(
                 "warmup_epochs",
                 format!("{} must be >= 0", self.warmup_epochs),
             ));
@@ -129,7 +152,7 @@ impl Recipe {
             ("max_steps", self.max_steps.unwrap_or(1)),
         ] {
             if v == 0 {
-                return Err((field, "must be at least 1".into()));
+                return Err(FieldError::new(field, "must be at least 1"));
             }
         }
         Ok(())
@@ -194,7 +217,7 @@ mod tests {
         for (field, spoil) in cases {
             let mut r = Recipe::default();
             spoil(&mut r);
-            assert_eq!(r.validate().unwrap_err().0, field);
+            assert_eq!(r.validate().unwrap_err().field, field);
         }
     }
 

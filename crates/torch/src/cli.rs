@@ -144,7 +144,7 @@ pub fn train(a: TrainArgs) -> Result<ExitStatus> {
     }
     recipe
         .validate()
-        .map_err(|(field, m)| anyhow::anyhow!("bad recipe: {field} {m}"))?;
+        .map_err(|e| anyhow::anyhow!("bad recipe: {e}"))?;
     let device = crate::device::resolve(a.device)?;
     let space = Space::load(&a.space)?;
     if space.grammar.kind != archsmith::space::SpaceKind::Network {
