@@ -1007,7 +1007,9 @@ print("ok", imports)
                 assert!(src.contains(&line), "{line} missing from\n{src}");
             }
         }
-        assert!(m.source.contains("self.head = nn.Linear(8, 10)"), "{src}");
+        // einspace's head on a sequence: its 6 positions map to the classes.
+        assert!(src.contains("self.head = nn.Linear(6, 10)"), "{src}");
+        assert!(src.contains(".mean(2))"), "{src}");
     }
 
     #[test]
