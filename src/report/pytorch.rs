@@ -73,13 +73,12 @@ fn module_with(
         ..Gen::default()
     };
     let (out, shape) = g.node(node, &[], "net", "x", input, Ctx::default())?;
-    let width = shape.head_width();
-    g.init(format!("self.head = nn.Linear({width}, {classes})"));
+    let features = shape.features();
+    g.init(format!("self.head = nn.Linear({features}, {classes})"));
     g.map("head", "head", &["weight", "bias"]);
-    // einspace's head: an image averaged over positions, a sequence over features.
     let pooled = match shape.mode() {
         Mode::Im => format!("{out}.mean((2, 3))"),
-        Mode::Col => format!("{out}.mean(2)"),
+        Mode::Col => format!("{out}.mean(1)"),
         Mode::Vec => out,
     };
     g.fwd(format!("return self.head({pooled})"));
@@ -1007,9 +1006,7 @@ print("ok", imports)
                 assert!(src.contains(&line), "{line} missing from\n{src}");
             }
         }
-        // einspace's head on a sequence: its 6 positions map to the classes.
-        assert!(src.contains("self.head = nn.Linear(6, 10)"), "{src}");
-        assert!(src.contains(".mean(2))"), "{src}");
+        assert!(src.contains("self.head = nn.Linear(8, 10)"), "{src}");
     }
 
     #[test]

@@ -95,8 +95,8 @@ pub struct Analysis {
     pub output: Shape,
     /// Learnable parameters of the backbone (without the head).
     pub params: u64,
-    /// Parameters of the head (a mean, then a linear layer to the classes: see
-    /// [`Shape::head_width`]), when classes are known.
+    /// Parameters of the head (mean over positions, linear to the classes), when classes are
+    /// known.
     pub head_params: Option<u64>,
     pub flops: u64,
     pub activation_bytes: u64,
@@ -114,10 +114,9 @@ impl Analysis {
     }
 }
 
-/// Parameters of the head for a backbone output: a mean, then a linear layer of
-/// [`Shape::head_width`] inputs.
+/// Parameters of the head for a backbone output: mean over positions, then a linear layer.
 pub fn head_params(output: Shape, classes: u64) -> u64 {
-    mul(&[output.head_width(), classes]).saturating_add(classes)
+    mul(&[output.features(), classes]).saturating_add(classes)
 }
 
 /// Options for one validation.

@@ -651,7 +651,7 @@ impl Space {
         let _ = match g.kind {
             SpaceKind::Network => writeln!(
                 s,
-                "\nhead: the network's output is averaged (an im over its HxW positions, a col over its D features, as einspace does) and fed to one linear layer to the classes."
+                "\nhead: the network's output is averaged over positions (HxW for im, S for col) and fed to one linear layer to the classes."
             ),
             SpaceKind::Activation => writeln!(
                 s,

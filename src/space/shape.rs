@@ -140,26 +140,6 @@ impl Shape {
             _ => self.last(),
         }
     }
-
-    /// The width the network's head maps to the classes, as einspace's `Network` builds it:
-    /// an image's channels (averaged over positions), a sequence's positions (averaged over
-    /// features: einspace's `b s d -> b s`), a vector as it is.
-    pub fn head_width(&self) -> u64 {
-        match self.mode() {
-            Mode::Im | Mode::Col => self.dims[0],
-            Mode::Vec => self.last(),
-        }
-    }
-
-    /// The dimensions of a batch of this shape (the batch is dimension 0) that the head
-    /// averages over before its linear layer; see [`Shape::head_width`].
-    pub fn head_pool(&self) -> &'static [i64] {
-        match self.mode() {
-            Mode::Im => &[2, 3],
-            Mode::Col => &[2],
-            Mode::Vec => &[],
-        }
-    }
 }
 
 impl fmt::Display for Shape {

@@ -38,14 +38,12 @@ pub enum CompileError {
     },
 }
 
-/// A compiled candidate with its head, einspace's: a mean (an image's over positions, a
-/// sequence's over features), then a linear layer to the classes.
+/// A compiled candidate with its head: mean over positions, then a linear layer to the classes.
 pub struct Network {
     backbone: Box<dyn Layer>,
     head: Linear,
-    /// The dimensions the head averages over (2,3 for images, 2 for sequences, none for
-    /// vectors).
-    pool: &'static [i64],
+    /// The dimensions the head averages over (2,3 for images, 1 for sequences, none for vectors).
+    pool: Vec<i64>,
     /// The backbone's output shape, as the validator inferred it.
     pub output: Shape,
     /// Whether images enter channels-last on CUDA (when convolutions were fused: cuDNN's
@@ -65,7 +63,7 @@ impl Network {
         let y = if self.pool.is_empty() {
             y
         } else {
-            y.f_mean_dim(self.pool, false, None::<Kind>)?
+            y.f_mean_dim(self.pool.as_slice(), false, None::<Kind>)?
         };
         let logits = self.head.forward(&y, train)?;
         // Mixed precision gives float32 logits; float32 and float64 networks keep theirs.
@@ -129,9 +127,14 @@ pub fn compile_with(
     let b = Builder { fuse: opts.fuse };
     let channels_last = opts.fuse && fuse::count(node, input).0 > 0;
     let (backbone, output) = b.build(&(p / "net"), node, input, Ctx::default())?;
-    let head = linear(&(p / "head"), output.head_width() as i64, classes as i64)
+    let features = output.features() as i64;
+    let head = linear(&(p / "head"), features, classes as i64)
         .map_err(|source| torch_err("the head", source))?;
-    let pool = output.head_pool();
+    let pool = match output.mode() {
+        Mode::Im => vec![2, 3],
+        Mode::Col => vec![1],
+        Mode::Vec => vec![],
+    };
     Ok(Network {
         backbone,
         head,
