@@ -156,6 +156,17 @@ fn alive(pid: &str) -> bool {
 
 #[test]
 fn ctrl_c_stops_the_workers_and_resume_finishes_the_run() {
+    interrupt_stops_the_workers_and_resume_finishes_the_run("-INT");
+}
+
+/// A SIGTERM (a scheduler's, or `kill`'s default) stops a run as Ctrl-C does, instead of
+/// killing the driver and leaving its workers running.
+#[test]
+fn sigterm_stops_the_workers_as_ctrl_c_does() {
+    interrupt_stops_the_workers_and_resume_finishes_the_run("-TERM");
+}
+
+fn interrupt_stops_the_workers_and_resume_finishes_the_run(signal: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let pids = tmp.path().join("pids");
     // Workers note their pid, then train slowly enough to be caught mid-job.
@@ -196,7 +207,7 @@ fn ctrl_c_stops_the_workers_and_resume_finishes_the_run() {
         }
     };
     std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     let out = child.wait_with_output().unwrap();

@@ -372,8 +372,9 @@ fn go(p: Prepared) -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-/// The first Ctrl-C asks the loop to stop (it stops the jobs in flight and records the
-/// session's end); the second quits at once.
+/// The first Ctrl-C (or SIGTERM, or SIGHUP) asks the loop to stop (it stops the jobs in
+/// flight and the local model server, and records the session's end); the second quits at
+/// once.
 fn install_ctrl_c() {
     let _ = ctrlc::set_handler(|| {
         if archsmith::exec::interrupt() {

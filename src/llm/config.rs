@@ -145,7 +145,7 @@ impl Default for LocalConfig {
             server: None,
             port: None,
             threads: 2,
-            ctx: 4096,
+            ctx: 8192,
             autostart: true,
             start_timeout_secs: 120.0,
             endpoint: LocalEndpoint::Completion,
