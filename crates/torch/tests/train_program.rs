@@ -259,21 +259,20 @@ fn tiny() -> (archsmith_torch::Data, Recipe) {
     (data, recipe)
 }
 
+/// The Adam seed, as an update rule, scored on the CPU over the learning rates `lrs`.
+fn adam_on_cpu(data: &archsmith_torch::Data, recipe: &Recipe, lrs: Vec<f64>) -> TrainResult {
+    let cfg = ProgramEval {
+        lrs,
+        ..ProgramEval::default()
+    };
+    evaluate_optimizer(&seed("optimizer", "adam"), data, recipe, &cfg, Device::Cpu)
+}
+
 #[test]
 fn short_evaluations_on_the_cpu() {
     let _serial = serial();
     let (data, recipe) = tiny();
-    let cfg = ProgramEval {
-        lrs: vec![1e-3, 1e-2],
-        ..ProgramEval::default()
-    };
-    let r = evaluate_optimizer(
-        &seed("optimizer", "adam"),
-        &data,
-        &recipe,
-        &cfg,
-        Device::Cpu,
-    );
+    let r = adam_on_cpu(&data, &recipe, vec![1e-3, 1e-2]);
     assert!(r.ok(), "{:?}", r.failure);
     assert!(r.score.unwrap() > 0.4, "adam scored {:?}", r.score);
     assert!(r.recipe.lr == 1e-3 || r.recipe.lr == 1e-2);
@@ -396,17 +395,7 @@ fn programs_stop_within_the_epoch_at_the_time_limit() {
         time_limit_secs: Some(0.0),
         ..recipe
     };
-    let cfg = ProgramEval {
-        lrs: vec![1e-2],
-        ..ProgramEval::default()
-    };
-    let r = evaluate_optimizer(
-        &seed("optimizer", "adam"),
-        &data,
-        &recipe,
-        &cfg,
-        Device::Cpu,
-    );
+    let r = adam_on_cpu(&data, &recipe, vec![1e-2]);
     let f = r.failure.expect("a zero time limit should stop training");
     assert_eq!(f.reason, FailureReason::TimeLimit, "{}", f.message);
     // As for networks: the limit is checked after every step, and the partial epoch scored.
