@@ -197,6 +197,100 @@ fn a_taken_port_a_missing_binary_and_a_bad_model_are_clear() {
     assert!(e.contains("is corrupt") && e.contains("SHA-256"), "{e}");
 }
 
+/// Replays the run in `dir` offline and checks that it recorded the same run.
+fn replays_the_same(dir: &Path) {
+    let p = prepare_replay(dir).expect("prepare replay");
+    let new_dir = p.dir.clone();
+    p.run_with(Box::new(FakeEvaluator { epochs: 1 }), Box::new(NoProgress))
+        .expect("replay");
+    let diffs = compare_replay(dir, &new_dir).unwrap();
+    assert!(diffs.is_empty(), "{diffs:?}");
+}
+
+#[test]
+fn a_prompt_longer_than_the_context_cuts_the_history_and_the_run_goes_on() {
+    if !have_python() {
+        eprintln!("SKIPPED: python3 is not installed; the stand-in llama-server needs it");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // Room for 400 tokens beyond the first prompt (200 of them the reply's): a few history
+    // rows, which 20 evaluations outgrow.
+    let model = fake_model(tmp.path(), "history_room=1200");
+    let text = toml(tmp.path(), 20, &fake_local(&model));
+    let p = prepare_new(settings(&text), "test.toml", &env).expect("prepare");
+    let dir = p.dir.clone();
+    p.run_with(Box::new(FakeEvaluator { epochs: 1 }), Box::new(NoProgress))
+        .expect("a run whose prompts outgrow the context");
+    let s = summary(&dir).unwrap();
+    assert_eq!(s.status, "completed", "{}", s.reason);
+    assert_eq!(s.evaluations, 20);
+    let records = read_records(&dir.join("llm.jsonl")).unwrap();
+    let refused: Vec<_> = records
+        .iter()
+        .filter_map(|LlmRecord::Exchange(x)| x.error.as_ref())
+        .collect();
+    assert!(
+        refused.iter().any(|e| e.kind == "context_overflow"),
+        "{refused:?}"
+    );
+    let journal = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap();
+    assert!(
+        journal.contains("did not fit the model's context window")
+            && journal.contains("the history shown is cut from"),
+        "no note of the cut in the journal"
+    );
+    // After the cut, the calls go through: more answered than refused, and the run's later
+    // prompts (each bounded by the cut) were accepted.
+    let answered = records
+        .iter()
+        .filter(|LlmRecord::Exchange(x)| x.response.is_some())
+        .count();
+    assert!(answered > refused.len(), "{answered} answered, {refused:?}");
+    replays_the_same(&dir);
+}
+
+#[test]
+fn a_repeated_candidate_is_asked_again_for_a_different_one() {
+    if !have_python() {
+        eprintln!("SKIPPED: python3 is not installed; the stand-in llama-server needs it");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // Every proposal is the same candidate; asked for a different one, the server gives one.
+    let model = fake_model(tmp.path(), "repeat=1");
+    let text = toml(tmp.path(), 5, &fake_local(&model));
+    let p = prepare_new(settings(&text), "test.toml", &env).expect("prepare");
+    let dir = p.dir.clone();
+    p.run_with(Box::new(FakeEvaluator { epochs: 1 }), Box::new(NoProgress))
+        .expect("run");
+    let s = summary(&dir).unwrap();
+    assert_eq!(s.status, "completed", "{}", s.reason);
+    assert_eq!(s.evaluations, 5);
+    // The first proposal is new; every later one repeats it and is replaced by a second try,
+    // so no round falls back to a random sample.
+    assert!(s.sources.duplicates >= 4, "{:?}", s.sources);
+    assert!(s.sources.repair_valid >= 4, "{:?}", s.sources);
+    assert_eq!(s.sources.samples, 0, "{:?}", s.sources);
+    let records = read_records(&dir.join("llm.jsonl")).unwrap();
+    assert!(records
+        .iter()
+        .any(|LlmRecord::Exchange(x)| x.step.contains(".different")));
+    replays_the_same(&dir);
+    // Off, the same server's repeats end in random samples.
+    let tmp2 = tempfile::tempdir().unwrap();
+    let model = fake_model(tmp2.path(), "repeat=1");
+    let text = toml(tmp2.path(), 5, &fake_local(&model))
+        .replace("repairs = 1\n", "repairs = 1\nduplicate_retries = 0\n");
+    let p = prepare_new(settings(&text), "test.toml", &env).expect("prepare");
+    let dir = p.dir.clone();
+    p.run_with(Box::new(FakeEvaluator { epochs: 1 }), Box::new(NoProgress))
+        .expect("run");
+    let s = summary(&dir).unwrap();
+    assert_eq!(s.sources.repair_valid, 0, "{:?}", s.sources);
+    assert!(s.sources.samples >= 4, "{:?}", s.sources);
+}
+
 /// The real llama-server with the real model: whether it is installed, or why not.
 fn real() -> Option<(PathBuf, PathBuf)> {
     let found = archsmith::llm::local::installed(&env);
@@ -247,10 +341,5 @@ fn a_short_llm_run_on_the_real_model_constrained_recorded_and_replayed() {
             .collect::<Vec<_>>()
     );
     // Offline: the replay needs no server.
-    let p = prepare_replay(&dir).expect("prepare replay");
-    let new_dir = p.dir.clone();
-    p.run_with(Box::new(FakeEvaluator { epochs: 1 }), Box::new(NoProgress))
-        .expect("replay");
-    let diffs = compare_replay(&dir, &new_dir).unwrap();
-    assert!(diffs.is_empty(), "{diffs:?}");
+    replays_the_same(&dir);
 }

@@ -208,7 +208,7 @@ fn strict_undefined_names_template_and_variable() {
     let e = prompts.render("nope.j2", &()).expect_err("unknown");
     assert!(
         e.to_string()
-            .starts_with("no template named nope.j2; known: evolve.j2, follow_plan.j2, history.j2, plans.j2, predict.j2, propose.j2"),
+            .starts_with("no template named nope.j2; known: different.j2, evolve.j2, follow_plan.j2, history.j2, plans.j2, predict.j2, propose.j2"),
         "{e}"
     );
     std::fs::write(dir.path().join("repair.j2"), "{% if %}").expect("write");

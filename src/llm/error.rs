@@ -49,6 +49,18 @@ pub enum LlmError {
         hint: String,
     },
 
+    /// The prompt does not fit the model's context window: the server said so (llama.cpp's
+    /// `exceed_context_size_error`, OpenAI's `context_length_exceeded`, Anthropic's "prompt is
+    /// too long"). Not worth the same request again; a shorter prompt may pass.
+    #[error(
+        "{provider}: the prompt does not fit the model's context window (HTTP {status}): {message}"
+    )]
+    ContextOverflow {
+        provider: String,
+        status: u16,
+        message: String,
+    },
+
     /// 408, 429 and 5xx: worth another try.
     #[error("{provider}: HTTP {status}: {message}")]
     Status {
@@ -151,6 +163,34 @@ impl LlmError {
         )
     }
 
+    /// Whether the prompt was too long for the model's context, live or as replayed from a
+    /// record, so that a caller may shorten it and ask again.
+    pub fn is_context_overflow(&self) -> bool {
+        match self {
+            Self::ContextOverflow { .. } => true,
+            Self::ReplayedFailure { kind, .. } => kind == "context_overflow",
+            Self::RetriesExhausted { last, .. } => last.is_context_overflow(),
+            _ => false,
+        }
+    }
+
+    /// The prompt's tokens and the context's, when the server's message gives both as
+    /// llama.cpp's does ("request (4476 tokens) exceeds the available context size (4096
+    /// tokens)"). Read from the message text, so a replayed failure gives the same numbers.
+    pub fn overflow_tokens(&self) -> Option<(u64, u64)> {
+        if !self.is_context_overflow() {
+            return None;
+        }
+        let text = self.to_string();
+        let mut counts = text.match_indices(" tokens)").filter_map(|(end, _)| {
+            let start = text[..end].rfind('(')? + 1;
+            text[start..end].trim().parse::<u64>().ok()
+        });
+        let prompt = counts.next()?;
+        let context = counts.next()?;
+        (prompt > context).then_some((prompt, context))
+    }
+
     /// Whether the error is about the shape of a 200 reply rather than the transport.
     pub(crate) fn is_bad_body(&self) -> bool {
         matches!(self, Self::Malformed { .. } | Self::EmptyChoices { .. })
@@ -176,6 +216,7 @@ impl LlmError {
             Self::MissingApiKey { .. } => "missing_api_key",
             Self::Auth { .. } => "auth",
             Self::Rejected { .. } => "rejected",
+            Self::ContextOverflow { .. } => "context_overflow",
             Self::Status { .. } => "status",
             Self::Connection { .. } => "connection",
             Self::Timeout { .. } => "timeout",
@@ -191,5 +232,42 @@ impl LlmError {
             Self::Config(_) => "config",
             Self::Unavailable { .. } => "unavailable",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LlmError;
+
+    #[test]
+    fn context_overflow_gives_its_token_counts_live_and_replayed() {
+        let live = LlmError::ContextOverflow {
+            provider: "local".into(),
+            status: 400,
+            message: "request (4476 tokens) exceeds the available context size (4096 tokens), try increasing it".into(),
+        };
+        assert!(live.is_context_overflow());
+        assert_eq!(live.overflow_tokens(), Some((4476, 4096)));
+        let replayed = LlmError::ReplayedFailure {
+            step: "r3.propose".into(),
+            kind: live.kind().into(),
+            message: live.to_string(),
+        };
+        assert!(replayed.is_context_overflow());
+        assert_eq!(replayed.overflow_tokens(), Some((4476, 4096)));
+        let openai = LlmError::ContextOverflow {
+            provider: "openai".into(),
+            status: 400,
+            message: "This model's maximum context length is 8192 tokens".into(),
+        };
+        assert!(openai.is_context_overflow());
+        assert_eq!(openai.overflow_tokens(), None);
+        let other = LlmError::ReplayedFailure {
+            step: "r1.propose".into(),
+            kind: "rejected".into(),
+            message: "(10 tokens) (5 tokens)".into(),
+        };
+        assert!(!other.is_context_overflow());
+        assert_eq!(other.overflow_tokens(), None);
     }
 }

@@ -282,6 +282,11 @@ impl HttpCore {
                     redact_url(&self.base_url)
                 ),
             },
+            400 | 413 if is_overflow_message(&message) => LlmError::ContextOverflow {
+                provider,
+                status: code,
+                message,
+            },
             _ => {
                 let hint = if message.to_lowercase().contains("model") {
                     format!("check the model name `{model}`")
@@ -325,6 +330,21 @@ impl HttpCore {
             message: scrub(self.key(), &message),
         }
     }
+}
+
+/// Whether a refusal's message says that the prompt is longer than the model's context, in
+/// the words of llama.cpp, vLLM, OpenAI or Anthropic.
+fn is_overflow_message(message: &str) -> bool {
+    const PHRASES: [&str; 6] = [
+        "exceeds the available context size",
+        "exceed_context_size",
+        "maximum context length",
+        "context_length_exceeded",
+        "prompt is too long",
+        "longer than the model's context",
+    ];
+    let m = message.to_lowercase();
+    PHRASES.iter().any(|p| m.contains(p))
 }
 
 /// Pulls a human message out of an error body in any of the usual shapes: OpenAI and

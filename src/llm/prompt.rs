@@ -17,6 +17,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("history.j2", include_str!("../../prompts/history.j2")),
     ("propose.j2", include_str!("../../prompts/propose.j2")),
     ("repair.j2", include_str!("../../prompts/repair.j2")),
+    ("different.j2", include_str!("../../prompts/different.j2")),
     ("predict.j2", include_str!("../../prompts/predict.j2")),
     ("plans.j2", include_str!("../../prompts/plans.j2")),
     (
@@ -212,6 +213,19 @@ pub struct RepairContext {
     pub error: String,
 }
 
+/// A valid candidate the model wrote again: already evaluated (with its score) or already
+/// proposed this round (no score); the model is asked for a different one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DifferentContext {
+    pub task: String,
+    pub space_name: String,
+    pub grammar_text: String,
+    pub candidate: String,
+    pub score: Option<f64>,
+    pub metric: String,
+    pub maximize: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PredictContext {
     pub task: String,
@@ -369,6 +383,11 @@ impl Prompts {
 
     pub fn repair(&self, ctx: &RepairContext) -> Result<String, PromptError> {
         self.render("repair.j2", ctx)
+    }
+
+    /// The prompt asking for a candidate other than one the model repeated.
+    pub fn different(&self, ctx: &DifferentContext) -> Result<String, PromptError> {
+        self.render("different.j2", ctx)
     }
 
     /// The surrogate prompt (LLAMBO-style): measured examples, then the candidates to score.

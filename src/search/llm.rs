@@ -8,7 +8,7 @@
 
 use super::{Context, Observation, Origin, Proposal, SearchError, SettingError, Strategy};
 use crate::llm::prompt::{
-    HistoryRow, PredictContext, Prompts, ProposeContext, SystemContext,
+    DifferentContext, HistoryRow, PredictContext, Prompts, ProposeContext, SystemContext,
     DEFAULT_HISTORY_BUDGET_CHARS,
 };
 use crate::llm::reply::parse_predictions;
@@ -16,7 +16,7 @@ use crate::llm::space_prompt::{check_reply, grammar_text, repair_context, Verdic
 use crate::llm::{GrammarConstraint, LlmClient, Message};
 use crate::space::{export_cfg, CfgFormat, CfgOptions, ReplyShape};
 use serde::{Deserialize, Serialize};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -27,6 +27,9 @@ pub struct LlmStrategyConfig {
     pub k: usize,
     /// Repair attempts for each invalid candidate.
     pub repairs: usize,
+    /// Asks for another candidate in place of each valid one that repeats an evaluated or
+    /// already proposed candidate; 0 is off.
+    pub duplicate_retries: usize,
     /// Ask first for this many distinct plans, then for candidates following each; 0 is off.
     pub plans: usize,
     /// Let the model write the first round with no history (zero-shot). When off, `initial`
@@ -49,6 +52,7 @@ impl Default for LlmStrategyConfig {
         LlmStrategyConfig {
             k: 4,
             repairs: 2,
+            duplicate_retries: 1,
             plans: 0,
             warm_start: true,
             initial: 4,
@@ -60,6 +64,13 @@ impl Default for LlmStrategyConfig {
 }
 
 impl LlmStrategyConfig {
+    fn retries(&self) -> Retries {
+        Retries {
+            invalid: self.repairs,
+            duplicates: self.duplicate_retries,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), SettingError> {
         if self.k == 0 {
             return Err(SettingError::TooSmall {
@@ -85,7 +96,14 @@ pub struct Model {
     rt: tokio::runtime::Runtime,
     /// Exported grammars by reply shape (`None`: the export failed, said once in a note).
     grammars: RefCell<HashMap<(usize, bool), Option<GrammarConstraint>>>,
+    /// A cap on the history's characters below the configured budget, set when the server
+    /// refused a prompt as longer than its context; kept for the rest of the run.
+    history_cap: Cell<Option<usize>>,
 }
+
+/// The least history, in characters, worth a call: below it the prompt has lost what the
+/// model searches from.
+const MIN_HISTORY_CHARS: usize = 200;
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -106,6 +124,7 @@ impl Model {
             prompts,
             rt,
             grammars: RefCell::new(HashMap::new()),
+            history_cap: Cell::new(None),
         })
     }
 
@@ -177,6 +196,65 @@ impl Model {
         Ok(resp.choices.into_iter().map(|c| c.text).collect())
     }
 
+    /// The characters of history a prompt may take: `configured`, or less once the server
+    /// refused a longer prompt.
+    pub fn history_budget(&self, configured: usize) -> usize {
+        self.history_cap
+            .get()
+            .map_or(configured, |cap| cap.min(configured))
+    }
+
+    /// [`Model::ask`] for a prompt that shows the history: `render(budget)` writes the prompt
+    /// with at most `budget` characters of history. When the server says the prompt does not
+    /// fit its context window, the history is cut (to fit, where the server gives its token
+    /// counts, or by half) and the call made again; the smaller budget stays for the rest of
+    /// the run, with a note. The prompt's growth with the history thus never ends a run that
+    /// a shorter history would let go on. Deterministic for replay: the cut depends only on
+    /// the recorded refusal.
+    pub fn ask_with_history(
+        &self,
+        ctx: &mut Context<'_>,
+        step: &str,
+        configured: usize,
+        render: &dyn Fn(usize) -> Result<String, SearchError>,
+        shape: Option<ReplyShape>,
+    ) -> Result<Vec<String>, SearchError> {
+        let mut budget = self.history_budget(configured);
+        loop {
+            let user = render(budget)?;
+            let prompt_chars = user.chars().count();
+            // The history's share of this prompt: what a cut can take away.
+            let shown = prompt_chars.saturating_sub(render(0)?.chars().count());
+            let err = match self.ask(ctx, step, user, shape) {
+                Err(SearchError::Llm(e)) if e.is_context_overflow() => e,
+                other => return other,
+            };
+            let reserve = u64::from(self.client.defaults().max_tokens.unwrap_or(512));
+            let cut = match err.overflow_tokens() {
+                // Characters a token, from this very prompt; cut the excess and the reply's
+                // room, and a tenth more for the estimate's error.
+                Some((prompt, context)) => {
+                    let excess = (prompt + reserve).saturating_sub(context) as f64;
+                    let chars_per_token = prompt_chars as f64 / prompt.max(1) as f64;
+                    (excess * chars_per_token * 1.1).ceil() as usize
+                }
+                None => shown / 2,
+            };
+            let next = shown.min(budget).saturating_sub(cut.max(shown / 10));
+            if next < MIN_HISTORY_CHARS {
+                ctx.notes.push(format!(
+                    "model call {step}: the prompt does not fit the model's context window even with {shown} characters of history; give the server a larger context (`[llm.local] ctx`) or the model a shorter one"
+                ));
+                return Err(SearchError::Llm(err));
+            }
+            ctx.notes.push(format!(
+                "model call {step}: the prompt did not fit the model's context window ({err}); the history shown is cut from {shown} to {next} characters for the rest of the run"
+            ));
+            self.history_cap.set(Some(next));
+            budget = next;
+        }
+    }
+
     /// Checks the candidates of a reply text, repairing the invalid ones; returns every
     /// proposal made (invalid ones included, with their messages).
     pub fn check_and_repair(
@@ -186,7 +264,7 @@ impl Model {
         step: &str,
         origin: Origin,
         parents: &[String],
-        repairs: usize,
+        retries: Retries,
     ) -> Result<Vec<Proposal>, SearchError> {
         let checked = match check_reply(ctx.space, reply, ctx.input, &ctx.check) {
             Ok(c) => c,
@@ -196,7 +274,7 @@ impl Model {
                 return Ok(vec![]);
             }
         };
-        let mut out = Vec::new();
+        let mut out: Vec<Proposal> = Vec::new();
         for (i, c) in checked.candidates.into_iter().enumerate() {
             let (text, plan, predicted) =
                 (c.proposal.text, checked.plan.clone(), c.proposal.predicted);
@@ -211,14 +289,33 @@ impl Model {
             };
             let inv = match c.verdict {
                 Verdict::Valid(v) => {
+                    let hash = v.node.hash_hex();
+                    let repeated = ctx.history.seen(&hash)
+                        || out
+                            .iter()
+                            .any(|p| p.hash().as_deref() == Some(hash.as_str()));
+                    let canonical = v.canonical.clone();
                     out.push(proposal(v.canonical, Ok((v.node, v.analysis))));
+                    if repeated && retries.duplicates > 0 {
+                        let score = ctx.history.get(&hash).and_then(|o| o.score);
+                        let rstep = format!("{step}.different{}", i + 1);
+                        out.extend(self.ask_different(
+                            ctx,
+                            &rstep,
+                            &canonical,
+                            score,
+                            parents,
+                            retries.duplicates,
+                            &out,
+                        )?);
+                    }
                     continue;
                 }
                 Verdict::Invalid(inv) => inv,
             };
             out.push(proposal(text, Err(inv.clone())));
             let (mut candidate, mut message) = (inv.candidate, inv.message);
-            for attempt in 1..=repairs {
+            for attempt in 1..=retries.invalid {
                 let rstep = format!("{step}.repair{}.{attempt}", i + 1);
                 let rc = repair_context(ctx.task, ctx.space, &candidate, &message);
                 let text = self.prompts.repair(&rc)?;
@@ -254,6 +351,89 @@ impl Model {
                         candidate = inv2.candidate;
                         message = inv2.message;
                     }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The model's second tries at one reply's candidates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retries {
+    /// Repairs of each invalid candidate, with the validator's message.
+    pub invalid: usize,
+    /// Asks for another candidate in place of each valid one that repeats an evaluated or
+    /// already proposed candidate.
+    pub duplicates: usize,
+}
+
+impl Model {
+    /// Asks, up to `attempts` times, for a candidate other than `candidate`, which the model
+    /// repeated; returns every proposal the replies held (valid or not, new or not), stopping
+    /// at the first valid new one. Each is a second try (`Origin::Repair`).
+    #[allow(clippy::too_many_arguments)]
+    fn ask_different(
+        &self,
+        ctx: &mut Context<'_>,
+        step: &str,
+        candidate: &str,
+        score: Option<f64>,
+        parents: &[String],
+        attempts: usize,
+        earlier: &[Proposal],
+    ) -> Result<Vec<Proposal>, SearchError> {
+        let dc = DifferentContext {
+            task: ctx.task.to_string(),
+            space_name: ctx.space.name().to_string(),
+            grammar_text: grammar_text(ctx.space),
+            candidate: candidate.to_string(),
+            score,
+            metric: ctx.metric.to_string(),
+            maximize: ctx.history.maximize(),
+        };
+        let text = self.prompts.different(&dc)?;
+        let mut out: Vec<Proposal> = Vec::new();
+        for attempt in 1..=attempts {
+            let astep = format!("{step}.{attempt}");
+            let texts = self.ask(ctx, &astep, text.clone(), Some(ReplyShape::repair()))?;
+            let Some(reply) = texts.first() else { break };
+            let checked = match check_reply(ctx.space, reply, ctx.input, &ctx.check) {
+                Ok(r) => r,
+                Err(e) => {
+                    ctx.notes
+                        .push(format!("model call {astep}: unusable reply: {e}"));
+                    continue;
+                }
+            };
+            let plan = checked.plan.clone();
+            let Some(first) = checked.candidates.into_iter().next() else {
+                continue;
+            };
+            let proposal = |text: String, checked| Proposal {
+                text,
+                checked,
+                origin: Origin::Repair,
+                parents: parents.to_vec(),
+                plan: plan.clone(),
+                llm_step: Some(astep.clone()),
+                predicted: first.proposal.predicted,
+            };
+            match first.verdict {
+                Verdict::Valid(v) => {
+                    let hash = v.node.hash_hex();
+                    let new = !ctx.history.seen(&hash)
+                        && !earlier
+                            .iter()
+                            .chain(&out)
+                            .any(|p| p.hash().as_deref() == Some(hash.as_str()));
+                    out.push(proposal(v.canonical, Ok((v.node, v.analysis))));
+                    if new {
+                        break;
+                    }
+                }
+                Verdict::Invalid(inv) => {
+                    out.push(proposal(first.proposal.text.clone(), Err(inv)));
                 }
             }
         }
@@ -350,9 +530,17 @@ impl LlmStrategy {
             history_budget_chars: self.cfg.history_chars,
             candidates: pool.iter().map(|p| p.text.clone()).collect(),
         };
-        let text = self.model.prompts.predict(&pc)?.text;
+        let render = |budget: usize| -> Result<String, SearchError> {
+            let pc = PredictContext {
+                history_budget_chars: budget,
+                ..pc.clone()
+            };
+            Ok(self.model.prompts.predict(&pc)?.text)
+        };
         let step = format!("r{}.predict", ctx.round);
-        let replies = self.model.ask(ctx, &step, text, None)?;
+        let replies =
+            self.model
+                .ask_with_history(ctx, &step, self.cfg.history_chars, &render, None)?;
         match parse_predictions(
             replies.first().map(String::as_str).unwrap_or(""),
             pool.len(),
@@ -406,47 +594,67 @@ impl Strategy for LlmStrategy {
         if self.cfg.plans > 0 {
             let plans = self.plans(ctx, self.cfg.plans)?;
             for (j, plan) in plans.iter().enumerate() {
-                let mut text = self.model.prompts.propose(&self.propose_ctx(ctx, k))?.text;
                 #[derive(Serialize)]
                 struct Follow<'a> {
                     plan: &'a str,
                 }
-                text.push_str(
-                    &self
-                        .model
-                        .prompts
-                        .render("follow_plan.j2", &Follow { plan })?,
-                );
-                let step = format!("r{}.plan{}.propose", ctx.round, j + 1);
-                for reply in self
+                let follow = self
                     .model
-                    .ask(ctx, &step, text, Some(ReplyShape::propose(k)))?
-                {
+                    .prompts
+                    .render("follow_plan.j2", &Follow { plan })?;
+                let pc = self.propose_ctx(ctx, k);
+                let render = |budget: usize| -> Result<String, SearchError> {
+                    let pc = ProposeContext {
+                        history_budget_chars: budget,
+                        ..pc.clone()
+                    };
+                    let mut text = self.model.prompts.propose(&pc)?.text;
+                    text.push_str(&follow);
+                    Ok(text)
+                };
+                let step = format!("r{}.plan{}.propose", ctx.round, j + 1);
+                for reply in self.model.ask_with_history(
+                    ctx,
+                    &step,
+                    self.cfg.history_chars,
+                    &render,
+                    Some(ReplyShape::propose(k)),
+                )? {
                     out.extend(self.model.check_and_repair(
                         ctx,
                         &reply,
                         &step,
                         Origin::Model,
                         &[],
-                        self.cfg.repairs,
+                        self.cfg.retries(),
                     )?);
                 }
             }
         }
         if self.cfg.plans == 0 || count_new(ctx, &out) == 0 {
-            let text = self.model.prompts.propose(&self.propose_ctx(ctx, k))?.text;
+            let pc = self.propose_ctx(ctx, k);
+            let render = |budget: usize| -> Result<String, SearchError> {
+                let pc = ProposeContext {
+                    history_budget_chars: budget,
+                    ..pc.clone()
+                };
+                Ok(self.model.prompts.propose(&pc)?.text)
+            };
             let step = format!("r{}.propose", ctx.round);
-            for reply in self
-                .model
-                .ask(ctx, &step, text, Some(ReplyShape::propose(k)))?
-            {
+            for reply in self.model.ask_with_history(
+                ctx,
+                &step,
+                self.cfg.history_chars,
+                &render,
+                Some(ReplyShape::propose(k)),
+            )? {
                 out.extend(self.model.check_and_repair(
                     ctx,
                     &reply,
                     &step,
                     Origin::Model,
                     &[],
-                    self.cfg.repairs,
+                    self.cfg.retries(),
                 )?);
             }
         }

@@ -5,7 +5,7 @@
 //! so that the search never stalls on a model that cannot write the notation.
 
 use super::evolution::{unused_seeds, EvolutionConfig};
-use super::llm::{count_new, Model};
+use super::llm::{count_new, Model, Retries};
 use super::{
     population, tournament, Context, Observation, Origin, Proposal, SearchError, SettingError,
     Strategy,
@@ -25,6 +25,9 @@ pub struct LlmEvolutionConfig {
     pub k: usize,
     /// Repair attempts for each invalid child.
     pub repairs: usize,
+    /// Asks for another child in place of each one that repeats an evaluated or already
+    /// proposed candidate; 0 is off.
+    pub duplicate_retries: usize,
 }
 
 impl Default for LlmEvolutionConfig {
@@ -37,6 +40,7 @@ impl Default for LlmEvolutionConfig {
             parents: 2,
             k: 2,
             repairs: 1,
+            duplicate_retries: 1,
         }
     }
 }
@@ -150,7 +154,10 @@ impl Strategy for LlmEvolution {
                 &step,
                 origin,
                 &hashes,
-                self.cfg.repairs,
+                Retries {
+                    invalid: self.cfg.repairs,
+                    duplicates: self.cfg.duplicate_retries,
+                },
             )?;
             // A model-written child is a model proposal with parents; keep `repair` as is.
             for p in &mut ps {
