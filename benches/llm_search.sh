@@ -7,6 +7,7 @@
 #
 #   benches/llm_search.sh                 # all three strategies, seeds 0 1 2, 30 evaluations
 #   EVALS=10 SEEDS="0" STRATEGIES="llm" benches/llm_search.sh
+#   DUPLICATE_RETRIES=0 STRATEGIES=llm benches/llm_search.sh   # repeats fall back to samples
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVALS="${EVALS:-30}"
@@ -48,6 +49,7 @@ tournament = 3
 [strategy.llm]
 k = 4
 repairs = 1
+duplicate_retries = ${DUPLICATE_RETRIES:-1}
 [budget]
 evaluations = $EVALS
 stall_rounds = 20

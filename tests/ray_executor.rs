@@ -46,6 +46,7 @@ fn job(eval: u64, text: &str) -> Job {
         limits,
         classes: task.classes,
         infos: false,
+        head: Default::default(),
     };
     let analysis = space
         .check(&node, None, task.input.unwrap(), &opts)

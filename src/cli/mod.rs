@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Result};
 use archsmith::exit::ExitStatus;
-use archsmith::space::{CheckOptions, Diagnostic, Limits, Node, Shape, Space};
+use archsmith::space::{CheckOptions, Diagnostic, Head, Limits, Node, Shape, Space};
 use clap::{Args, Parser, Subcommand};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -168,6 +168,9 @@ pub struct SpaceArgs {
     /// Number of classes of the task, to count the head's parameters.
     #[arg(long)]
     pub classes: Option<u64>,
+    /// How the head reads a sequence, for its parameters (a recipe's `head`).
+    #[arg(long, value_enum, default_value_t = Head::Positions)]
+    pub head: Head,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -195,6 +198,7 @@ impl SpaceArgs {
             },
             classes: self.classes,
             infos: false,
+            head: self.head,
         }
     }
 

@@ -11,7 +11,7 @@ use crate::space::check::NB201_C;
 use crate::space::check::NB201_N;
 use crate::space::fuse;
 use crate::space::ops::{Ctx, Op};
-use crate::space::{Form, Mode, Node, Shape};
+use crate::space::{Form, Head, Mode, Node, Shape};
 use std::fmt::Write as _;
 
 /// Why a candidate could not be written as a module (only unvalidated candidates fail).
@@ -31,6 +31,8 @@ pub struct ModuleInfo {
     pub weights_file: String,
     /// Extra lines for the docstring (task, score, ...).
     pub notes: Vec<String>,
+    /// How the head reads a sequence, as the network was compiled.
+    pub head: Head,
 }
 
 /// A generated module: its source and how the tch weights map onto its `state_dict()`.
@@ -73,13 +75,19 @@ fn module_with(
         ..Gen::default()
     };
     let (out, shape) = g.node(node, &[], "net", "x", input, Ctx::default())?;
-    let features = shape.features();
-    g.init(format!("self.head = nn.Linear({features}, {classes})"));
+    let width = shape.head_width(info.head);
+    g.init(format!("self.head = nn.Linear({width}, {classes})"));
     g.map("head", "head", &["weight", "bias"]);
-    let pooled = match shape.mode() {
-        Mode::Im => format!("{out}.mean((2, 3))"),
-        Mode::Col => format!("{out}.mean(1)"),
-        Mode::Vec => out,
+    let pooled = match shape.head_pool(info.head) {
+        [] => out,
+        [d] => format!("{out}.mean({d})"),
+        dims => format!(
+            "{out}.mean(({}))",
+            dims.iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     g.fwd(format!("return self.head({pooled})"));
     let source = g.render(node, input, classes, info);
@@ -882,6 +890,7 @@ mod tests {
             space: hostile.into(),
             weights_file: format!("{hostile}.safetensors"),
             notes: vec![format!("Run {hostile}, evaluation 1")],
+            head: Head::Positions,
         };
         let m = module(&node, Shape::vec(4), 3, &info).unwrap();
         let dir = tempfile::tempdir().unwrap();

@@ -623,6 +623,7 @@ impl Experiment {
             // A look-up has no head to count: the table's cells are what they are.
             classes: task.lookup().is_none().then_some(classes),
             infos: false,
+            head: recipe.head,
         };
         Ok(Experiment {
             settings,

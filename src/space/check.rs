@@ -7,7 +7,7 @@ use super::grammar::{Body, Grammar, SymId};
 use super::lex::Span;
 use super::node::{abbreviate, Form, Node};
 use super::ops::{mul, Ctx, Kind, Op, RuleError};
-use super::shape::{Mode, Shape};
+use super::shape::{Head, Mode, Shape};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
@@ -114,9 +114,10 @@ impl Analysis {
     }
 }
 
-/// Parameters of the head for a backbone output: mean over positions, then a linear layer.
-pub fn head_params(output: Shape, classes: u64) -> u64 {
-    mul(&[output.features(), classes]).saturating_add(classes)
+/// Parameters of the head for a backbone output: a mean, then a linear layer of
+/// [`Shape::head_width`] inputs.
+pub fn head_params(output: Shape, classes: u64, head: Head) -> u64 {
+    mul(&[output.head_width(head), classes]).saturating_add(classes)
 }
 
 /// Options for one validation.
@@ -127,6 +128,8 @@ pub struct CheckOptions {
     pub classes: Option<u64>,
     /// Record per-node facts.
     pub infos: bool,
+    /// How the head reads a sequence, for its parameters.
+    pub head: Head,
 }
 
 /// Validates `node` derived from the grammar's root for `input`.
@@ -208,7 +211,7 @@ pub fn check_from(
     let (Some(output), true) = (out, inf.diags.is_empty()) else {
         return Err(inf.diags);
     };
-    let head = opts.classes.map(|c| head_params(output, c));
+    let head = opts.classes.map(|c| head_params(output, c, opts.head));
     let analysis = Analysis {
         input,
         output,

@@ -29,7 +29,7 @@ pub use node::{Form, Node};
 pub use notation::{parse_one, parse_source, Parsed};
 pub use ops::{Op, Sym};
 pub use program::Ty;
-pub use shape::{Mode, Shape};
+pub use shape::{Head, Mode, Shape};
 
 use lex::Span;
 use rand::Rng;

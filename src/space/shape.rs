@@ -140,6 +140,69 @@ impl Shape {
             _ => self.last(),
         }
     }
+
+    /// The width the network's head maps to the classes under `head`: an image's channels
+    /// (averaged over its positions), a vector as it is, and a sequence's features
+    /// ([`Head::Positions`]) or its positions ([`Head::Einspace`]).
+    pub fn head_width(&self, head: Head) -> u64 {
+        match (self.mode(), head) {
+            (Mode::Col, Head::Einspace) => self.dims[0],
+            _ => self.features(),
+        }
+    }
+
+    /// The dimensions of a batch of this shape (the batch is dimension 0) that `head`
+    /// averages over before its linear layer; see [`Shape::head_width`].
+    pub fn head_pool(&self, head: Head) -> &'static [i64] {
+        match (self.mode(), head) {
+            (Mode::Im, _) => &[2, 3],
+            (Mode::Col, Head::Positions) => &[1],
+            (Mode::Col, Head::Einspace) => &[2],
+            (Mode::Vec, _) => &[],
+        }
+    }
+}
+
+/// How the network's head reads a sequence (`col`, positions x features) before its one
+/// linear layer to the classes. Images are averaged over their positions and vectors taken
+/// as they are under both.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Head {
+    /// Averaged over positions, the features mapped to the classes (archsmith's default: a
+    /// sequence model's usual pooling, and the one its seeds learn with on small data).
+    #[default]
+    Positions,
+    /// einspace's `Network` head: averaged over features (`b s d -> b s`), the positions
+    /// mapped to the classes. Gives einspace's parameter counts for its transformer and
+    /// MLP-Mixer seeds.
+    Einspace,
+}
+
+impl Head {
+    pub fn name(self) -> &'static str {
+        match self {
+            Head::Positions => "positions",
+            Head::Einspace => "einspace",
+        }
+    }
+}
+
+impl fmt::Display for Head {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl fmt::Display for Shape {

@@ -73,6 +73,11 @@ pub struct Recipe {
     /// kernels: the same function and parameters, faster. `false` runs the tree literally
     /// (for comparison); the environment variable `ARCHSMITH_FUSE=0` also turns it off.
     pub fuse: bool,
+    /// How the head reads a sequence: `positions` (averaged over positions, the features to
+    /// the classes; the default) or `einspace` (averaged over features, the positions to the
+    /// classes, as einspace's `Network`, whose transformer and MLP-Mixer seeds' parameter
+    /// counts it gives). Images and vectors are read the same way under both.
+    pub head: crate::space::Head,
 }
 
 impl Default for Recipe {
@@ -95,6 +100,7 @@ impl Default for Recipe {
             precision: Precision::Fp32,
             threads: 0,
             fuse: true,
+            head: crate::space::Head::Positions,
         }
     }
 }

@@ -33,8 +33,18 @@ fn speed(
     device: Device,
 ) -> f64 {
     let vs = nn::VarStore::new(device);
-    let net =
-        compile_with(&vs.root(), node, input, 10, 0, CompileOptions { fuse }).expect("compiles");
+    let net = compile_with(
+        &vs.root(),
+        node,
+        input,
+        10,
+        0,
+        CompileOptions {
+            fuse,
+            head: Default::default(),
+        },
+    )
+    .expect("compiles");
     let mut opt = nn::Sgd {
         momentum: 0.9,
         ..Default::default()
@@ -83,6 +93,7 @@ fn main() {
         limits: Limits::default(),
         classes: Some(10),
         infos: false,
+        head: Default::default(),
     };
     let space = Space::load("einspace").expect("einspace");
     let only: Option<String> = std::env::var("SEEDS").ok();

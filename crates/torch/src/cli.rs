@@ -187,6 +187,7 @@ pub fn train(a: TrainArgs) -> Result<ExitStatus> {
         },
         classes: Some(data.classes),
         infos: false,
+        head: recipe.head,
     };
     let (node, analysis) = match space.validate_text(&text, data.input, &opts) {
         Ok(v) => v,
@@ -328,6 +329,10 @@ pub struct ExportArgs {
     /// Without a run: number of classes of the head.
     #[arg(long)]
     pub classes: Option<u64>,
+    /// Without a run: how the head reads a sequence (a recipe's `head`); a run's recipe says
+    /// it otherwise.
+    #[arg(long, value_enum, default_value_t = archsmith::space::Head::Positions, conflicts_with = "dir")]
+    pub head: archsmith::space::Head,
     /// Without a run: trained weights saved from the compiled network (a tch VarStore file);
     /// without it the weights are a fresh initialisation drawn with --seed.
     #[arg(long, conflicts_with = "dir")]
@@ -361,6 +366,7 @@ pub fn export(a: ExportArgs) -> Result<ExitStatus> {
                 },
                 classes: Some(classes),
                 infos: false,
+                head: a.head,
             };
             let (node, _) = match space.validate_text(&text, input, &opts) {
                 Ok(v) => v,
@@ -380,6 +386,7 @@ pub fn export(a: ExportArgs) -> Result<ExitStatus> {
                 space: space.name().to_string(),
                 input,
                 classes,
+                head: a.head,
                 weights: a.weights.clone(),
                 seed: a.seed,
                 record: None,

@@ -42,8 +42,9 @@ pub enum CompileError {
 pub struct Network {
     backbone: Box<dyn Layer>,
     head: Linear,
-    /// The dimensions the head averages over (2,3 for images, 1 for sequences, none for vectors).
-    pool: Vec<i64>,
+    /// The dimensions the head averages over (2,3 for images, 1 or 2 for sequences as the
+    /// head reads them, none for vectors).
+    pool: &'static [i64],
     /// The backbone's output shape, as the validator inferred it.
     pub output: Shape,
     /// Whether images enter channels-last on CUDA (when convolutions were fused: cuDNN's
@@ -63,7 +64,7 @@ impl Network {
         let y = if self.pool.is_empty() {
             y
         } else {
-            y.f_mean_dim(self.pool.as_slice(), false, None::<Kind>)?
+            y.f_mean_dim(self.pool, false, None::<Kind>)?
         };
         let logits = self.head.forward(&y, train)?;
         // Mixed precision gives float32 logits; float32 and float64 networks keep theirs.
@@ -90,6 +91,8 @@ pub struct CompileOptions {
     /// Run the subtrees that `space::fuse` recognises (convolutions, attention) as one library
     /// kernel each. Same function, parameters (names, shapes, initialisation) either way.
     pub fuse: bool,
+    /// How the head reads a sequence (a recipe's `head`).
+    pub head: archsmith::space::Head,
 }
 
 impl Default for CompileOptions {
@@ -97,6 +100,7 @@ impl Default for CompileOptions {
     fn default() -> Self {
         CompileOptions {
             fuse: fuse::from_env(true),
+            head: archsmith::space::Head::default(),
         }
     }
 }
@@ -127,14 +131,13 @@ pub fn compile_with(
     let b = Builder { fuse: opts.fuse };
     let channels_last = opts.fuse && fuse::count(node, input).0 > 0;
     let (backbone, output) = b.build(&(p / "net"), node, input, Ctx::default())?;
-    let features = output.features() as i64;
-    let head = linear(&(p / "head"), features, classes as i64)
-        .map_err(|source| torch_err("the head", source))?;
-    let pool = match output.mode() {
-        Mode::Im => vec![2, 3],
-        Mode::Col => vec![1],
-        Mode::Vec => vec![],
-    };
+    let head = linear(
+        &(p / "head"),
+        output.head_width(opts.head) as i64,
+        classes as i64,
+    )
+    .map_err(|source| torch_err("the head", source))?;
+    let pool = output.head_pool(opts.head);
     Ok(Network {
         backbone,
         head,

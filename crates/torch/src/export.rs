@@ -6,7 +6,7 @@
 //! space, input shape and classes (weights from a tch VarStore file, or a fresh seeded
 //! initialisation of the compiled network).
 
-use crate::compile::{compile, Network};
+use crate::compile::{compile_with, CompileOptions, Network};
 use archsmith::report::pytorch::{self, ModuleInfo};
 use archsmith::run::journal::{Event, ProposalEvent, TrainFinished};
 use archsmith::run::{read_journal, Experiment, Settings};
@@ -57,6 +57,8 @@ pub struct Exportable {
     pub space: String,
     pub input: Shape,
     pub classes: u64,
+    /// How the head reads a sequence (the run's recipe's `head`).
+    pub head: archsmith::space::Head,
     /// A tch VarStore file with trained weights; `None` exports a fresh initialisation.
     pub weights: Option<PathBuf>,
     /// Seeds the fresh initialisation.
@@ -100,7 +102,18 @@ impl Exportable {
     /// Compiles the network on the CPU, with the saved weights or a seeded initialisation.
     pub fn build(&self) -> Result<(nn::VarStore, Network), ExportError> {
         let mut vs = nn::VarStore::new(Device::Cpu);
-        let net = compile(&vs.root(), &self.node, self.input, self.classes, self.seed)?;
+        let opts = CompileOptions {
+            head: self.head,
+            ..CompileOptions::default()
+        };
+        let net = compile_with(
+            &vs.root(),
+            &self.node,
+            self.input,
+            self.classes,
+            self.seed,
+            opts,
+        )?;
         if let Some(p) = &self.weights {
             vs.load(p).map_err(|source| ExportError::Weights {
                 path: p.clone(),
@@ -133,6 +146,7 @@ impl Exportable {
             space: self.space.clone(),
             weights_file: "model.safetensors".into(),
             notes,
+            head: self.head,
         }
     }
 
@@ -365,6 +379,7 @@ pub fn from_run(dir: &Path, which: Option<&str>) -> Result<Exportable, ExportErr
         space: exp.space.name().to_string(),
         input: exp.input,
         classes: exp.classes,
+        head: exp.recipe.head,
         weights,
         seed: exp.settings.seed,
         record: Some(record),

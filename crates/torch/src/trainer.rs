@@ -229,8 +229,8 @@ pub fn train_saving(
 ) -> TrainResult {
     let start = Instant::now();
     let r = &opts.recipe;
-    let params =
-        analysis.params + archsmith::space::check::head_params(analysis.output, data.classes);
+    let params = analysis.params
+        + archsmith::space::check::head_params(analysis.output, data.classes, r.head);
     let res = TrainResult {
         candidate: node.to_string(),
         hash: node.hash_hex(),
@@ -309,6 +309,7 @@ fn run(
     let vs = nn::VarStore::new(dev);
     let copts = CompileOptions {
         fuse: archsmith::space::fuse::from_env(r.fuse),
+        head: r.head,
     };
     let net = compile_with(&vs.root(), node, data.input, data.classes, opts.seed, copts).map_err(
         |e| Failure {

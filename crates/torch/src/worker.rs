@@ -139,6 +139,7 @@ impl Worker {
             limits: spec.limits,
             classes: Some(data.classes),
             infos: false,
+            head: spec.recipe.head,
         };
         let analysis = space.check(&node, None, data.input, &opts).map_err(|d| {
             format!(

@@ -7,7 +7,7 @@
 //! set-up script's venv (~/.cache/archsmith/venv) or python3. Without one the test says so
 //! and passes.
 
-use archsmith::space::{CheckOptions, Limits, Node, Shape, Space};
+use archsmith::space::{CheckOptions, Head, Limits, Node, Shape, Space};
 use archsmith_torch::compile::{compile_with, CompileOptions};
 use archsmith_torch::export::{Exportable, Format};
 use rand::SeedableRng;
@@ -44,7 +44,7 @@ fn python_with_torch() -> Option<PathBuf> {
 /// writes the module (with `nn.Conv2d` and `F.scaled_dot_product_attention` for the fused
 /// patterns), whose logits must be the saved network's.
 fn case(dir: &Path, name: &str, space: &str, node: &Node, input: Shape, seed: u64) -> PathBuf {
-    case_with(dir, name, space, node, input, seed, false)
+    case_with(dir, name, space, node, input, seed, false, Head::Positions)
 }
 
 fn case_with(
@@ -55,6 +55,7 @@ fn case_with(
     input: Shape,
     seed: u64,
     unfused: bool,
+    head: Head,
 ) -> PathBuf {
     let out = dir.join(name);
     std::fs::create_dir_all(&out).unwrap();
@@ -63,6 +64,7 @@ fn case_with(
         space: space.into(),
         input,
         classes: CLASSES,
+        head,
         weights: None,
         seed,
         record: None,
@@ -75,7 +77,7 @@ fn case_with(
             input,
             CLASSES,
             seed,
-            CompileOptions { fuse: false },
+            CompileOptions { fuse: false, head },
         )
         .unwrap();
         (vs, net)
@@ -126,7 +128,31 @@ fn exported_modules_match_the_compiled_network() {
             for name in ["resnet18_no_maxpool", "transformer"] {
                 let node = &s.seed(name).unwrap().node;
                 let dir = format!("unfused-{name}");
-                folders.push(case_with(tmp.path(), &dir, space, node, input, 2, true));
+                folders.push(case_with(
+                    tmp.path(),
+                    &dir,
+                    space,
+                    node,
+                    input,
+                    2,
+                    true,
+                    Head::Positions,
+                ));
+            }
+            // einspace's head (a sequence averaged over its features) on its sequence seeds.
+            for name in ["transformer", "mlp_mixer"] {
+                let node = &s.seed(name).unwrap().node;
+                let dir = format!("einspace-head-{name}");
+                folders.push(case_with(
+                    tmp.path(),
+                    &dir,
+                    space,
+                    node,
+                    input,
+                    3,
+                    false,
+                    Head::Einspace,
+                ));
             }
         }
     }
@@ -140,6 +166,7 @@ fn exported_modules_match_the_compiled_network() {
         },
         classes: Some(CLASSES),
         infos: false,
+        head: Head::Positions,
     };
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     for i in 0..8 {
@@ -164,6 +191,10 @@ fn exported_modules_match_the_compiled_network() {
         "{resnet}"
     );
     assert!(!resnet.contains("def im2col"));
+    // einspace's head maps the 64 positions of the transformer's sequence to the classes.
+    let head = source("einspace-head-transformer");
+    assert!(head.contains("self.head = nn.Linear(64, 10)"), "{head}");
+    assert!(source("einspace-transformer").contains("self.head = nn.Linear(512, 10)"));
     // Four layers of four heads: one multi-head attention call a layer, as the compiler fuses it.
     let transformer = source("unfused-transformer");
     assert_eq!(

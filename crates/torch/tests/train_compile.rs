@@ -1,8 +1,8 @@
 //! The compiled network agrees with the validator: parameter counts (head included) and the
 //! backbone's output shape, over sampled candidates of every shipped space and every seed.
 
-use archsmith::space::{Analysis, CheckOptions, Limits, Node, Shape, Space};
-use archsmith_torch::compile::{compile, count_params};
+use archsmith::space::{Analysis, CheckOptions, Head, Limits, Node, Shape, Space};
+use archsmith_torch::compile::{compile_with, count_params, CompileOptions};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::{nn, Device, Kind, Tensor};
@@ -10,10 +10,15 @@ use tch::{nn, Device, Kind, Tensor};
 const CLASSES: u64 = 10;
 
 fn opts(limits: Limits) -> CheckOptions {
+    opts_with(limits, Head::Positions)
+}
+
+fn opts_with(limits: Limits, head: Head) -> CheckOptions {
     CheckOptions {
         limits,
         classes: Some(CLASSES),
         infos: false,
+        head,
     }
 }
 
@@ -27,8 +32,16 @@ fn small() -> Limits {
 
 /// Compiles `node`, checks its parameter count and output shape; returns nothing on success.
 fn agree(node: &Node, a: &Analysis, input: Shape) {
+    agree_with(node, a, input, Head::Positions)
+}
+
+fn agree_with(node: &Node, a: &Analysis, input: Shape, head: Head) {
     let vs = nn::VarStore::new(Device::Cpu);
-    let net = compile(&vs.root(), node, input, CLASSES, 0)
+    let copts = CompileOptions {
+        head,
+        ..CompileOptions::default()
+    };
+    let net = compile_with(&vs.root(), node, input, CLASSES, 0, copts)
         .unwrap_or_else(|e| panic!("cannot compile {node}: {e}"));
     assert_eq!(
         count_params(&vs),
@@ -48,14 +61,18 @@ fn agree(node: &Node, a: &Analysis, input: Shape) {
 }
 
 fn sampled(space: &str, input: Shape, n: usize, limits: Limits) {
+    sampled_with(space, input, n, limits, Head::Positions)
+}
+
+fn sampled_with(space: &str, input: Shape, n: usize, limits: Limits, head: Head) {
     let s = Space::load(space).unwrap();
     let sampler = s.sampler();
     let mut rng = ChaCha8Rng::seed_from_u64(42);
     for _ in 0..n {
         let (node, a) = s
-            .sample_with(&sampler, input, &opts(limits), &mut rng)
+            .sample_with(&sampler, input, &opts_with(limits, head), &mut rng)
             .unwrap();
-        agree(&node, &a, input);
+        agree_with(&node, &a, input, head);
     }
 }
 
@@ -67,6 +84,18 @@ fn einspace_samples_match_the_validator() {
 #[test]
 fn einspace_samples_on_sequences_match_the_validator() {
     sampled("einspace", Shape::col(32, 8), 100, small());
+}
+
+#[test]
+fn einspace_samples_match_the_validator_under_einspaces_head() {
+    sampled_with("einspace", Shape::col(32, 8), 60, small(), Head::Einspace);
+    sampled_with(
+        "einspace",
+        Shape::im(3, 32, 32),
+        20,
+        small(),
+        Head::Einspace,
+    );
 }
 
 #[test]
@@ -93,5 +122,21 @@ fn every_seed_matches_the_validator() {
                 .unwrap_or_else(|d| panic!("seed {} invalid: {d:?}", seed.name));
             agree(&seed.node, &a, input);
         }
+    }
+    // einspace's head on its sequence seeds: einspace's own parameter counts.
+    let s = Space::load("einspace").unwrap();
+    let input = Shape::im(3, 32, 32);
+    for (name, total) in [("transformer", 4_270_218), ("mlp_mixer", 2_434_698)] {
+        let node = &s.seed(name).unwrap().node;
+        let a = s
+            .check(
+                node,
+                None,
+                input,
+                &opts_with(Limits::default(), Head::Einspace),
+            )
+            .unwrap();
+        assert_eq!(a.total_params(), total, "{name}");
+        agree_with(node, &a, input, Head::Einspace);
     }
 }

@@ -16,8 +16,18 @@ const CLASSES: u64 = 10;
 
 fn build(node: &Node, input: Shape, fuse: bool) -> (nn::VarStore, Network) {
     let vs = nn::VarStore::new(Device::Cpu);
-    let net = compile_with(&vs.root(), node, input, CLASSES, 7, CompileOptions { fuse })
-        .unwrap_or_else(|e| panic!("cannot compile {node} (fuse {fuse}): {e}"));
+    let net = compile_with(
+        &vs.root(),
+        node,
+        input,
+        CLASSES,
+        7,
+        CompileOptions {
+            fuse,
+            head: Default::default(),
+        },
+    )
+    .unwrap_or_else(|e| panic!("cannot compile {node} (fuse {fuse}): {e}"));
     (vs, net)
 }
 
@@ -136,6 +146,7 @@ fn sampled(input: Shape, n: usize, rng_seed: u64) -> (usize, usize, usize) {
         },
         classes: Some(CLASSES),
         infos: false,
+        head: Default::default(),
     };
     let mut rng = ChaCha8Rng::seed_from_u64(rng_seed);
     let (mut with_fusion, mut convs, mut attns) = (0, 0, 0);
@@ -269,8 +280,18 @@ fn cuda_paths_match_when_a_gpu_exists() {
     let dev = Device::Cuda(0);
     let mk = |fuse| {
         let vs = nn::VarStore::new(dev);
-        let net =
-            compile_with(&vs.root(), node, input, CLASSES, 7, CompileOptions { fuse }).unwrap();
+        let net = compile_with(
+            &vs.root(),
+            node,
+            input,
+            CLASSES,
+            7,
+            CompileOptions {
+                fuse,
+                head: Default::default(),
+            },
+        )
+        .unwrap();
         (vs, net)
     };
     let (_va, a) = mk(false);

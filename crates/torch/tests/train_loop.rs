@@ -21,6 +21,7 @@ fn check(space: &str, text: &str, data: &Data) -> (Node, Analysis) {
         limits: Limits::default(),
         classes: Some(data.classes),
         infos: false,
+        head: Default::default(),
     };
     s.validate_text(text, data.input, &opts)
         .unwrap_or_else(|d| panic!("{text} is invalid: {d:?}"))
