@@ -39,12 +39,16 @@ fn python_with_torch() -> Option<PathBuf> {
     })
 }
 
-/// One export: the network is compiled (fused, or literally with `unfused`), its BatchNorm
+/// One export: the network is compiled (fused, or literally when `copts.fuse` is off), its BatchNorm
 /// statistics moved, its weights saved; the export loads them into the fused network and
 /// writes the module (with `nn.Conv2d` and `F.scaled_dot_product_attention` for the fused
 /// patterns), whose logits must be the saved network's.
 fn case(dir: &Path, name: &str, space: &str, node: &Node, input: Shape, seed: u64) -> PathBuf {
-    case_with(dir, name, space, node, input, seed, false, Head::Positions)
+    let copts = CompileOptions {
+        fuse: true,
+        head: Head::Positions,
+    };
+    case_with(dir, name, space, node, input, seed, copts)
 }
 
 fn case_with(
@@ -54,9 +58,9 @@ fn case_with(
     node: &Node,
     input: Shape,
     seed: u64,
-    unfused: bool,
-    head: Head,
+    copts: CompileOptions,
 ) -> PathBuf {
+    let head = copts.head;
     let out = dir.join(name);
     std::fs::create_dir_all(&out).unwrap();
     let fresh = Exportable {
@@ -69,17 +73,9 @@ fn case_with(
         seed,
         record: None,
     };
-    let (vs, net) = if unfused {
+    let (vs, net) = if !copts.fuse {
         let vs = tch::nn::VarStore::new(Device::Cpu);
-        let net = compile_with(
-            &vs.root(),
-            node,
-            input,
-            CLASSES,
-            seed,
-            CompileOptions { fuse: false, head },
-        )
-        .unwrap();
+        let net = compile_with(&vs.root(), node, input, CLASSES, seed, copts).unwrap();
         (vs, net)
     } else {
         fresh.build().unwrap()
@@ -135,8 +131,10 @@ fn exported_modules_match_the_compiled_network() {
                     node,
                     input,
                     2,
-                    true,
-                    Head::Positions,
+                    CompileOptions {
+                        fuse: false,
+                        head: Head::Positions,
+                    },
                 ));
             }
             // einspace's head (a sequence averaged over its features) on its sequence seeds.
@@ -150,8 +148,10 @@ fn exported_modules_match_the_compiled_network() {
                     node,
                     input,
                     3,
-                    false,
-                    Head::Einspace,
+                    CompileOptions {
+                        fuse: true,
+                        head: Head::Einspace,
+                    },
                 ));
             }
         }
