@@ -321,3 +321,105 @@ fn simulated_random_search_agrees_with_the_exact_expectation() {
         exact.test_of_best
     );
 }
+
+/// SIGTERM (as Ctrl-C) stops `archsmith bench`: the searches in flight record their end, the
+/// local model server each started is stopped, and the bench exits 130 saying where the runs
+/// are, instead of leaving the server running.
+#[test]
+fn a_terminated_bench_stops_its_searches_and_their_model_servers() {
+    let have_python = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_python {
+        eprintln!("SKIPPED: python3 is not installed; the stand-in llama-server needs it");
+        return;
+    }
+    let tables = tables();
+    let tmp = tempfile::tempdir().unwrap();
+    let pid_file = tmp.path().join("server.pid");
+    let model = tmp.path().join("fake.gguf");
+    std::fs::write(
+        &model,
+        format!("GGUF\nreply_delay=0.2\npid_file={}\n", pid_file.display()),
+    )
+    .unwrap();
+    let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llm/fake-llama-server");
+    let cfg = tmp.path().join("bench.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[strategy.llm]\nk = 2\nrepairs = 0\n[llm]\nprovider = \"local\"\nmodel = \"fake\"\n\
+             max_tokens = 50\n[llm.retry]\ndelay_scale = 0.0\n[llm.local]\nserver = \"{}\"\n\
+             model_path = \"{}\"\nstart_timeout_secs = 30.0\n",
+            server.display(),
+            model.display()
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("bench");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_archsmith"))
+        .args([
+            "bench",
+            "--tasks",
+            "cora",
+            "--strategies",
+            "llm",
+            "--seeds",
+            "1",
+        ])
+        .args(["--evals", "500", "--threads", "1", "--no-html"])
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .env(archsmith::train::lookup::DIR_ENV, tables)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the search has looked up a few cells with the server answering.
+    let t0 = std::time::Instant::now();
+    let journal = loop {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "the search did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let found = std::fs::read_dir(out.join("runs")).ok().and_then(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path().join("journal.jsonl")))
+                .find(|j| j.is_file())
+        });
+        if let Some(j) = found {
+            let text = std::fs::read_to_string(&j).unwrap_or_default();
+            if text.matches("\"train_finished\"").count() >= 3 && pid_file.is_file() {
+                break j;
+            }
+        }
+    };
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let done = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(130), "{err}");
+    assert!(err.contains("bench interrupted"), "{err}");
+    let last = std::fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .last()
+        .map(str::to_string)
+        .unwrap();
+    assert!(
+        last.contains("\"run_finished\"") && last.contains("\"interrupted\""),
+        "{last}"
+    );
+    let alive = std::process::Command::new("kill")
+        .args(["-0", pid.trim()])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(!alive, "the model server {pid} still runs");
+}

@@ -124,11 +124,22 @@ pub fn run(a: BenchArgs) -> Result<ExitStatus> {
         out.display()
     );
     let lookup = |k: &str| std::env::var(k).ok();
-    let (b, runs) = bench::run(&spec, &lookup, &|k, n| {
+    // As for `run`: the first Ctrl-C (SIGTERM, SIGHUP) stops the searches in flight, each
+    // recording its end and stopping its local model server; the second quits at once.
+    super::run::install_ctrl_c();
+    let result = bench::run(&spec, &lookup, &|k, n| {
         if k == n || k % 50 == 0 {
             eprintln!("bench: {k}/{n} searches done");
         }
-    })?;
+    });
+    if archsmith::exec::interrupted() {
+        eprintln!(
+            "bench interrupted: no table was written; the searches' runs are kept in {}",
+            spec.out.join("runs").display()
+        );
+        return Ok(ExitStatus::Interrupted);
+    }
+    let (b, runs) = result?;
     let md = bench::markdown(&b);
     let write = |name: &str, text: &str| -> Result<()> {
         let p = out.join(name);

@@ -375,7 +375,7 @@ fn go(p: Prepared) -> Result<ExitStatus> {
 /// The first Ctrl-C (or SIGTERM, or SIGHUP) asks the loop to stop (it stops the jobs in
 /// flight and the local model server, and records the session's end); the second quits at
 /// once.
-fn install_ctrl_c() {
+pub(crate) fn install_ctrl_c() {
     let _ = ctrlc::set_handler(|| {
         if archsmith::exec::interrupt() {
             ExitStatus::Interrupted.exit();

@@ -313,7 +313,7 @@ pub enum RunError {
     #[error("the run is paused: {reason}; what was recorded is kept in {dir}, continue with `archsmith resume {dir}` once it is back")]
     Paused { dir: String, reason: String },
     /// Ctrl-C.
-    #[error("interrupted (Ctrl-C){stopped}; what was recorded is kept in {dir}, continue with `archsmith resume {dir}`")]
+    #[error("interrupted (Ctrl-C or a termination signal){stopped}; what was recorded is kept in {dir}, continue with `archsmith resume {dir}`")]
     Interrupted { dir: String, stopped: String },
     /// The executor failed otherwise.
     #[error("the executor failed: {message}; what was recorded is kept in {dir}, continue with `archsmith resume {dir}`")]
