@@ -7,6 +7,7 @@
 #
 #   benches/llm_search.sh                 # all three strategies, seeds 0 1 2, 30 evaluations
 #   EVALS=10 SEEDS="0" STRATEGIES="llm" benches/llm_search.sh
+#   STRATEGIES="llm-evolution" benches/llm_search.sh   # the model as evolution's mutation
 #   DUPLICATE_RETRIES=0 STRATEGIES=llm benches/llm_search.sh   # repeats fall back to samples
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +50,10 @@ tournament = 3
 [strategy.llm]
 k = 4
 repairs = 1
+duplicate_retries = ${DUPLICATE_RETRIES:-1}
+[strategy.llm_evolution]
+population = 8
+tournament = 3
 duplicate_retries = ${DUPLICATE_RETRIES:-1}
 [budget]
 evaluations = $EVALS
