@@ -12,7 +12,9 @@ use crate::llm::prompt::{
     DEFAULT_HISTORY_BUDGET_CHARS,
 };
 use crate::llm::reply::parse_predictions;
-use crate::llm::space_prompt::{check_reply, grammar_text, repair_context, Verdict};
+use crate::llm::space_prompt::{
+    check_reply, grammar_text, repair_context, CheckedCandidate, Verdict,
+};
 use crate::llm::{GrammarConstraint, LlmClient, Message};
 use crate::space::{export_cfg, CfgFormat, CfgOptions, ReplyShape};
 use serde::{Deserialize, Serialize};
@@ -319,25 +321,17 @@ impl Model {
                 let rstep = format!("{step}.repair{}.{attempt}", i + 1);
                 let rc = repair_context(ctx.task, ctx.space, &candidate, &message);
                 let text = self.prompts.repair(&rc)?;
-                let texts = self.ask(ctx, &rstep, text, Some(ReplyShape::repair()))?;
-                let Some(reply) = texts.first() else { break };
-                let fixed = match check_reply(ctx.space, reply, ctx.input, &ctx.check) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        ctx.notes
-                            .push(format!("model call {rstep}: unusable reply: {e}"));
-                        continue;
-                    }
-                };
-                let Some(first) = fixed.candidates.into_iter().next() else {
-                    continue;
+                let (fixed_plan, first) = match self.second_try(ctx, &rstep, text)? {
+                    SecondTry::Candidate(p, c) => (p, c),
+                    SecondTry::Nothing => continue,
+                    SecondTry::NoReply => break,
                 };
                 let repaired = |text: String, checked| Proposal {
                     text,
                     checked,
                     origin: Origin::Repair,
                     parents: parents.to_vec(),
-                    plan: fixed.plan.clone().or(plan.clone()),
+                    plan: fixed_plan.clone().or(plan.clone()),
                     llm_step: Some(rstep.clone()),
                     predicted: first.proposal.predicted.or(predicted),
                 };
@@ -396,19 +390,10 @@ impl Model {
         let mut out: Vec<Proposal> = Vec::new();
         for attempt in 1..=attempts {
             let astep = format!("{step}.{attempt}");
-            let texts = self.ask(ctx, &astep, text.clone(), Some(ReplyShape::repair()))?;
-            let Some(reply) = texts.first() else { break };
-            let checked = match check_reply(ctx.space, reply, ctx.input, &ctx.check) {
-                Ok(r) => r,
-                Err(e) => {
-                    ctx.notes
-                        .push(format!("model call {astep}: unusable reply: {e}"));
-                    continue;
-                }
-            };
-            let plan = checked.plan.clone();
-            let Some(first) = checked.candidates.into_iter().next() else {
-                continue;
+            let (plan, first) = match self.second_try(ctx, &astep, text.clone())? {
+                SecondTry::Candidate(p, c) => (p, c),
+                SecondTry::Nothing => continue,
+                SecondTry::NoReply => break,
             };
             let proposal = |text: String, checked| Proposal {
                 text,
@@ -438,6 +423,45 @@ impl Model {
             }
         }
         Ok(out)
+    }
+}
+
+/// What one second try (a repair, or a request for a different candidate) gave.
+enum SecondTry {
+    /// The reply's plan and its first candidate, checked.
+    Candidate(Option<String>, Box<CheckedCandidate>),
+    /// A reply without a usable candidate (noted); another attempt may do better.
+    Nothing,
+    /// No reply at all.
+    NoReply,
+}
+
+impl Model {
+    /// Sends `text` (a prompt whose reply is one plan and one candidate) and checks the
+    /// reply's first candidate; an unusable reply is noted.
+    fn second_try(
+        &self,
+        ctx: &mut Context<'_>,
+        step: &str,
+        text: String,
+    ) -> Result<SecondTry, SearchError> {
+        let texts = self.ask(ctx, step, text, Some(ReplyShape::repair()))?;
+        let Some(reply) = texts.first() else {
+            return Ok(SecondTry::NoReply);
+        };
+        let checked = match check_reply(ctx.space, reply, ctx.input, &ctx.check) {
+            Ok(r) => r,
+            Err(e) => {
+                ctx.notes
+                    .push(format!("model call {step}: unusable reply: {e}"));
+                return Ok(SecondTry::Nothing);
+            }
+        };
+        let plan = checked.plan.clone();
+        Ok(match checked.candidates.into_iter().next() {
+            Some(first) => SecondTry::Candidate(plan, Box::new(first)),
+            None => SecondTry::Nothing,
+        })
     }
 }
 
