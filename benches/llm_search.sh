@@ -9,6 +9,7 @@
 #   EVALS=10 SEEDS="0" STRATEGIES="llm" benches/llm_search.sh
 #   STRATEGIES="llm-evolution" benches/llm_search.sh   # the model as evolution's mutation
 #   DUPLICATE_RETRIES=0 STRATEGIES=llm benches/llm_search.sh   # repeats fall back to samples
+#   TEMPERATURE=1.2 STRATEGIES=llm benches/llm_search.sh       # the sampling temperature (0.8)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVALS="${EVALS:-30}"
@@ -61,7 +62,7 @@ stall_rounds = 20
 [llm]
 provider = "local"
 model = "gemma-3-270m"
-temperature = 0.8
+temperature = ${TEMPERATURE:-0.8}
 max_tokens = 400
 timeout_secs = 600.0
 constrain = "auto"
