@@ -324,7 +324,8 @@ fn simulated_random_search_agrees_with_the_exact_expectation() {
 
 /// SIGTERM (as Ctrl-C) stops `archsmith bench`: the searches in flight record their end, the
 /// local model server each started is stopped, and the bench exits 130 saying where the runs
-/// are, instead of leaving the server running.
+/// are, instead of leaving the server running. A model call in flight (here one that would
+/// take a minute) is abandoned, not waited for.
 #[test]
 fn a_terminated_bench_stops_its_searches_and_their_model_servers() {
     let have_python = std::process::Command::new("python3")
@@ -341,7 +342,10 @@ fn a_terminated_bench_stops_its_searches_and_their_model_servers() {
     let model = tmp.path().join("fake.gguf");
     std::fs::write(
         &model,
-        format!("GGUF\nreply_delay=0.2\npid_file={}\n", pid_file.display()),
+        format!(
+            "GGUF\nreply_delay=0.2\nslow_after=3\nslow_delay=60\npid_file={}\n",
+            pid_file.display()
+        ),
     )
     .unwrap();
     let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llm/fake-llama-server");
@@ -397,11 +401,19 @@ fn a_terminated_bench_stops_its_searches_and_their_model_servers() {
         }
     };
     let pid = std::fs::read_to_string(&pid_file).unwrap();
+    // The fourth call, now in flight, takes a minute.
+    std::thread::sleep(std::time::Duration::from_millis(500));
     std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
+    let killed = std::time::Instant::now();
     let done = child.wait_with_output().unwrap();
+    assert!(
+        killed.elapsed() < std::time::Duration::from_secs(30),
+        "the bench waited {:?} for the model call in flight",
+        killed.elapsed()
+    );
     let err = String::from_utf8_lossy(&done.stderr);
     assert_eq!(done.status.code(), Some(130), "{err}");
     assert!(err.contains("bench interrupted"), "{err}");

@@ -743,6 +743,12 @@ impl<'a> Runner<'a> {
                 }));
                 return Ok(());
             }
+            Err(SearchError::Interrupted) => {
+                return Err(RunError::Interrupted {
+                    dir: self.dir.display().to_string(),
+                    stopped: String::new(),
+                })
+            }
             Err(SearchError::Exhausted) => Some(Stop::End {
                 status: RunStatus::Exhausted,
                 reason: SearchError::Exhausted.to_string(),

@@ -103,6 +103,13 @@ pub struct Model {
     history_cap: Cell<Option<usize>>,
 }
 
+/// Resolves once the run is asked to stop (polled every 50 ms).
+async fn until_interrupted() {
+    while !crate::exec::interrupted() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// The least history, in characters, worth a call: below it the prompt has lost what the
 /// model searches from.
 const MIN_HISTORY_CHARS: usize = 200;
@@ -192,9 +199,15 @@ impl Model {
         })?;
         let messages = vec![Message::system(system), Message::user(user)];
         tracing::debug!(step, "model call");
-        let resp = self
-            .rt
-            .block_on(self.client.complete_constrained(step, messages, grammar))?;
+        // A model call can take a minute; Ctrl-C must not wait for it. The call is dropped
+        // unrecorded, and the round with it.
+        let call = self.client.complete_constrained(step, messages, grammar);
+        let resp = self.rt.block_on(async {
+            tokio::select! {
+                r = call => r.map_err(SearchError::from),
+                () = until_interrupted() => Err(SearchError::Interrupted),
+            }
+        })?;
         Ok(resp.choices.into_iter().map(|c| c.text).collect())
     }
 

@@ -348,6 +348,9 @@ pub enum SearchError {
     Prompt(#[from] crate::llm::prompt::PromptError),
     #[error("the strategy has nothing new to propose")]
     Exhausted,
+    /// Ctrl-C (or SIGTERM, SIGHUP) came while the strategy waited on a model call.
+    #[error("interrupted while waiting for the model")]
+    Interrupted,
     #[error("{0}")]
     Other(String),
 }
