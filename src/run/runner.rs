@@ -810,6 +810,7 @@ impl<'a> Runner<'a> {
             task: &task,
             metric: "validation accuracy",
             notes: Vec::new(),
+            interrupted: crate::exec::interrupted,
         };
         let batch = self.exp.settings.strategy.batch;
         let result = self.strategy.propose(&mut ctx, batch);

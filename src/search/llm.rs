@@ -103,9 +103,9 @@ pub struct Model {
     history_cap: Cell<Option<usize>>,
 }
 
-/// Resolves once the run is asked to stop (polled every 50 ms).
-async fn until_interrupted() {
-    while !crate::exec::interrupted() {
+/// Resolves once `interrupted` says the run is asked to stop (polled every 50 ms).
+async fn until(interrupted: fn() -> bool) {
+    while !interrupted() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
@@ -202,10 +202,11 @@ impl Model {
         // A model call can take a minute; Ctrl-C must not wait for it. The call is dropped
         // unrecorded, and the round with it.
         let call = self.client.complete_constrained(step, messages, grammar);
+        let interrupted = ctx.interrupted;
         let resp = self.rt.block_on(async {
             tokio::select! {
                 r = call => r.map_err(SearchError::from),
-                () = until_interrupted() => Err(SearchError::Interrupted),
+                () = until(interrupted) => Err(SearchError::Interrupted),
             }
         })?;
         Ok(resp.choices.into_iter().map(|c| c.text).collect())

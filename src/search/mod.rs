@@ -216,6 +216,9 @@ pub struct Context<'a> {
     /// Things worth journaling that are not proposals (an unreadable model reply, a
     /// fallback to sampling), pushed by the strategy.
     pub notes: Vec<String>,
+    /// Whether the run was asked to stop (Ctrl-C): a strategy waiting on a model call gives
+    /// it up ([`SearchError::Interrupted`]). The run layer passes its flag in.
+    pub interrupted: fn() -> bool,
 }
 
 impl Context<'_> {
