@@ -1,7 +1,7 @@
 """einspace's own code on its own seeds: its `EinSpace.recurse_state` (shapes), `Compiler`
-and `Network` from a checkout of github.com/linusericsson/einspace, timed exactly as
-benches/torch_twin.py times the idiomatic twins (SGD with momentum, random 3x32x32 batches,
-10 classes, 2 untimed steps, then STEPS timed ones). Prints one JSON line a seed, with the
+and `Network` from a checkout of github.com/linusericsson/einspace, timed by the idiomatic
+twins' own `bench` of benches/torch_twin.py (SGD with momentum, random 3x32x32 batches, 10
+classes, 2 untimed steps, then STEPS timed ones). Prints one JSON line a seed, with the
 parameter count to check against archsmith's (`head = "einspace"`: einspace's Network reads a
 sequence averaged over its features).
 
@@ -15,9 +15,8 @@ installed they are replaced by empty modules, since nothing timed here draws.
 
 import argparse
 import importlib
-import json
+import os
 import sys
-import time
 import types
 from copy import deepcopy
 
@@ -47,10 +46,12 @@ def main():
     ap.add_argument("threads", nargs="?", type=int, default=2)
     args = ap.parse_args()
     sys.path.insert(0, args.src)
+    # The twins' timing loop, so that both scripts time the same way.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from torch_twin import bench
     stub_missing(["matplotlib.pyplot", "seaborn", "scipy.stats"])
 
     import torch
-    import torch.nn.functional as F
     from einspace.compiler import Compiler
     from einspace.network import Network
     from einspace.search_spaces import EinSpace
@@ -66,28 +67,7 @@ def main():
             deepcopy(seed_architectures[name]), input_shape=input_shape, input_mode="im"
         )
         model = Network(compiler.compile(arch), arch["output_shape"], 10, {"dataset": "cifar10"})
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        x = torch.randn(*input_shape)
-        y = torch.randint(0, 10, (args.batch,))
-
-        def step():
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            return loss.item()
-
-        for _ in range(2):
-            step()
-        t = time.perf_counter()
-        for _ in range(args.steps):
-            step()
-        secs = time.perf_counter() - t
-        params = sum(p.numel() for p in model.parameters())
-        print(json.dumps({"impl": "einspace-own", "model": name, "device": "cpu",
-                          "batch": args.batch, "steps": args.steps,
-                          "threads": torch.get_num_threads(), "params": params,
-                          "steps_per_second": args.steps / secs}), flush=True)
+        bench(name, model, args.steps, args.batch, torch.device("cpu"), impl="einspace-own")
 
 
 if __name__ == "__main__":

@@ -39,10 +39,7 @@ fn speed(
         input,
         10,
         0,
-        CompileOptions {
-            fuse,
-            head: Default::default(),
-        },
+        CompileOptions::with_fuse(fuse),
     )
     .expect("compiles");
     let mut opt = nn::Sgd {

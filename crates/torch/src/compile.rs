@@ -95,6 +95,16 @@ pub struct CompileOptions {
     pub head: archsmith::space::Head,
 }
 
+impl CompileOptions {
+    /// Fused or literal, with the default head.
+    pub fn with_fuse(fuse: bool) -> Self {
+        CompileOptions {
+            fuse,
+            head: archsmith::space::Head::default(),
+        }
+    }
+}
+
 impl Default for CompileOptions {
     /// Fusion on, unless the environment variable `ARCHSMITH_FUSE` is `0`, `off` or `false`.
     fn default() -> Self {

@@ -22,10 +22,7 @@ fn build(node: &Node, input: Shape, fuse: bool) -> (nn::VarStore, Network) {
         input,
         CLASSES,
         7,
-        CompileOptions {
-            fuse,
-            head: Default::default(),
-        },
+        CompileOptions::with_fuse(fuse),
     )
     .unwrap_or_else(|e| panic!("cannot compile {node} (fuse {fuse}): {e}"));
     (vs, net)
@@ -286,10 +283,7 @@ fn cuda_paths_match_when_a_gpu_exists() {
             input,
             CLASSES,
             7,
-            CompileOptions {
-                fuse,
-                head: Default::default(),
-            },
+            CompileOptions::with_fuse(fuse),
         )
         .unwrap();
         (vs, net)
