@@ -539,3 +539,46 @@ proptest! {
         prop_assert!(g.accepts(&r), "{}: rejected\n{}", space.name(), r);
     }
 }
+
+/// The NAS-Bench-Graph spaces give each node of a cell its own rule, so their exported grammars
+/// accept every distinct cell of the benchmark and refuse a node that reads a node not yet
+/// written (`gcn(3)` as the first node): with one rule for all four nodes, such cells were
+/// nearly every invalid cell the local model wrote on `nbgraph:cora`.
+#[test]
+fn the_nbgraph_grammars_accept_every_cell_and_no_input_ahead_of_its_node() {
+    use archsmith::space::gnn::{cell_node, distinct_cells, Gnn, NODES};
+    for (name, ops, cells) in [
+        ("nbgraph", &Gnn::ALL[..], 26_206),
+        ("nbgraph_proteins", &Gnn::PROTEINS[..], 2_021),
+    ] {
+        let space = Space::load(name).unwrap();
+        let g = gbnf(&space, None, None);
+        let choices: [Vec<(Gnn, u8)>; NODES] = std::array::from_fn(|i| {
+            ops.iter()
+                .flat_map(|&op| (0..=i as u8).map(move |input| (op, input)))
+                .collect()
+        });
+        let all = distinct_cells(choices);
+        assert_eq!(all.len(), cells, "{name}");
+        for &(link, cell_ops) in all.iter() {
+            let text = cell_node(link, cell_ops).to_string();
+            assert!(g.accepts(&text), "{name}: rejected the cell {text}");
+        }
+        let op = ops[0].name();
+        for node in 0..NODES {
+            for ahead in node + 1..=NODES {
+                let parts: Vec<String> = (0..NODES)
+                    .map(|i| format!("{op}({})", if i == node { ahead } else { i }))
+                    .collect();
+                let text = format!("nbgraph({})", parts.join(", "));
+                assert!(!g.accepts(&text), "{name}: accepted {text}");
+            }
+        }
+        // The candidate with every input in range is a member.
+        let chain: Vec<String> = (0..NODES).map(|i| format!("{op}({i})")).collect();
+        assert!(
+            g.accepts(&format!("nbgraph({})", chain.join(", "))),
+            "{name}"
+        );
+    }
+}
